@@ -1,0 +1,24 @@
+# Two commands a newcomer needs: `make demo` (the main job on the sandbox) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install serve
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m sidecar demo
+
+serve: install
+	$(BIN)/python -m sidecar serve
+
+test: install
+	$(BIN)/python -m pytest -q

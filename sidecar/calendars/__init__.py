@@ -1,0 +1,1 @@
+"""Calendar providers. Google now; Microsoft 365 and CalDAV later behind the same shapes (``base``)."""

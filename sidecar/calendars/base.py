@@ -1,0 +1,98 @@
+"""What every calendar provider speaks: the desired event, the confirmed event, and named errors.
+
+The engine computes an ``EventSpec`` (provider-neutral: UTC times, texts, flags) and hands it to a
+provider; the provider answers with an ``EventState`` or raises one of the errors below, from which
+the engine decides: retry later without counting (outage, rate limit), reconnect (auth), or count a
+failed attempt (request refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """The event an appointment should have. ``start``/``end`` aware UTC; ``timezone`` IANA (display).
+
+    ``reminder_minutes`` None keeps the calendar's default reminders; ``attendee_email`` set invites
+    the patient. ``telemedicine`` asks for a video conference (Google Meet).
+    """
+
+    appointment_id: str
+    start: datetime
+    end: datetime
+    timezone: str
+    title: str
+    description: str
+    location: str
+    tentative: bool = False
+    color_id: str | None = None
+    telemedicine: bool = False
+    attendee_email: str | None = None
+    reminder_minutes: tuple[int, ...] | None = None
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything we write; equal fingerprints mean nothing to push."""
+        data = asdict(self)
+        data["start"], data["end"] = self.start.isoformat(), self.end.isoformat()
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class EventState:
+    """What the provider confirmed: ids, etag, Google's ``updated`` (aware UTC) and the conference."""
+
+    event_id: str
+    etag: str
+    updated: datetime | None
+    status: str
+    hangout_link: str = ""
+    conference_status: str = ""  # "", pending, success, failure
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    """An entry of the account's calendar list."""
+
+    id: str
+    name: str
+    timezone: str
+    access_role: str
+    primary: bool = False
+
+
+class CalendarError(Exception):
+    """Base class for provider errors; messages carry ids and reasons, never event text."""
+
+
+class CalendarUnavailable(CalendarError):
+    """Outage: timeout, connection error, 5xx. Retry later; it does not count as a failed try."""
+
+
+class CalendarRateLimited(CalendarError):
+    """429 or 403 rateLimitExceeded/userRateLimitExceeded. ``long_pause`` for quotaExceeded."""
+
+    def __init__(self, message: str, long_pause: bool = False):
+        super().__init__(message)
+        self.long_pause = long_pause
+
+
+class CalendarAuthError(CalendarError):
+    """The account's grant is gone (invalid_grant, revoked, missing scopes): the doctor must reconnect."""
+
+
+class CalendarNotFound(CalendarError):
+    """The event or calendar does not exist (404)."""
+
+
+class CalendarRequestError(CalendarError):
+    """The provider refused the request permanently (other 4xx). ``status`` and ``reason`` say why."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason

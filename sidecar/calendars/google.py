@@ -1,0 +1,259 @@
+"""Google Calendar API v3 through the real google-api-python-client (../shared/google/NOTES.md).
+
+One parsed discovery document is shared by every service object (``build_from_document``);
+``api_endpoint`` comes from the settings so the sandbox and Google are the same code path.
+Writes follow the NOTES: deterministic base32hex event ids make a repeated insert answer 409,
+which becomes get + patch; ``conferenceDataVersion=1`` on every write; we PATCH only the fields
+we own, so a doctor's own reminders or colour survive. HTTP failures become the named errors of
+``sidecar.calendars.base`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import socket
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+import google_auth_httplib2
+import httplib2
+from google.auth.exceptions import RefreshError, TransportError
+from google.auth.transport.requests import Request as AuthRequest
+from google.oauth2.credentials import Credentials
+from googleapiclient import discovery_cache
+from googleapiclient.discovery import build_from_document
+from googleapiclient.errors import HttpError
+
+from .base import (CalendarAuthError, CalendarInfo, CalendarNotFound, CalendarRateLimited,
+                   CalendarRequestError, CalendarUnavailable, EventSpec, EventState)
+
+log = logging.getLogger(__name__)
+
+SCOPE_CALENDAR = "https://www.googleapis.com/auth/calendar"
+SCOPE_EVENTS = "https://www.googleapis.com/auth/calendar.events"
+REQUIRED_SCOPES = (SCOPE_CALENDAR,)
+PRIVATE_KEY = "kcAppointmentId"
+_RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
+_QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
+
+_doc_lock = threading.Lock()
+_doc: dict | None = None
+
+
+def _discovery_doc() -> dict:
+    """The Calendar v3 discovery document shipped with the client, parsed once per process."""
+    global _doc
+    with _doc_lock:
+        if _doc is None:
+            _doc = json.loads(discovery_cache.get_static_doc("calendar", "v3"))
+        return _doc
+
+
+def event_id_for(site: str, appointment_id: str, calendar_id: str) -> str:
+    """Deterministic Google event id: base32hex (``[a-v0-9]``) of SHA-256(site|appointment|calendar).
+
+    The same appointment in the same calendar always gets the same id, so an insert repeated after a
+    crash answers 409 instead of creating a duplicate (DESIGN invariant 1).
+    """
+    digest = hashlib.sha256(f"{site}|{appointment_id}|{calendar_id}".encode("utf-8")).digest()
+    return "kc" + base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()[:30]
+
+
+def _rfc3339_to_utc(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def event_body(spec: EventSpec, site: str, *, create_conference: bool, request_id: str,
+               drop_conference: bool = False) -> dict:
+    """The JSON fields we own for ``spec`` (Google Event resource). Times carry the doctor's zone."""
+    zone = ZoneInfo(spec.timezone)
+    body: dict = {
+        "summary": spec.title,
+        "description": spec.description,
+        "location": spec.location,
+        "start": {"dateTime": spec.start.astimezone(zone).isoformat(), "timeZone": spec.timezone},
+        "end": {"dateTime": spec.end.astimezone(zone).isoformat(), "timeZone": spec.timezone},
+        "status": "tentative" if spec.tentative else "confirmed",
+        "extendedProperties": {"private": {PRIVATE_KEY: spec.appointment_id, "kcSite": site}},
+    }
+    if spec.color_id:
+        body["colorId"] = spec.color_id
+    if spec.reminder_minutes is not None:
+        body["reminders"] = {"useDefault": False, "overrides": [
+            {"method": "popup", "minutes": int(m)} for m in spec.reminder_minutes[:5]]}
+    if spec.attendee_email:
+        body["attendees"] = [{"email": spec.attendee_email}]
+    if create_conference:
+        body["conferenceData"] = {"createRequest": {"requestId": request_id,
+                                                    "conferenceSolutionKey": {"type": "hangoutsMeet"}}}
+    elif drop_conference:
+        body["conferenceData"] = None
+    return body
+
+
+def _state(event: dict) -> EventState:
+    conference = event.get("conferenceData") or {}
+    status = ((conference.get("createRequest") or {}).get("status") or {}).get("statusCode", "")
+    link = event.get("hangoutLink") or ""
+    if not link:
+        for entry in conference.get("entryPoints") or []:
+            if entry.get("entryPointType") == "video":
+                link = entry.get("uri", "")
+    if link and not status:
+        status = "success"
+    return EventState(event_id=event.get("id", ""), etag=event.get("etag", ""),
+                      updated=_rfc3339_to_utc(event.get("updated")), status=event.get("status", ""),
+                      hangout_link=link, conference_status=status)
+
+
+def _reason(error: HttpError) -> str:
+    try:
+        details = json.loads(error.content.decode("utf-8"))["error"]
+        return (details.get("errors") or [{}])[0].get("reason", "") or details.get("status", "")
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return ""
+
+
+def translate(error: Exception, what: str) -> Exception:
+    """Map a client-library exception to our named errors (the one place that knows HTTP)."""
+    if isinstance(error, HttpError):
+        status, reason = error.resp.status, _reason(error)
+        if status == 404 or status == 410:
+            return CalendarNotFound(f"{what}: {status} {reason}")
+        if status == 429 or (status == 403 and reason in _RATE_REASONS):
+            return CalendarRateLimited(f"{what}: rate limited ({status} {reason})")
+        if status == 403 and (reason in _QUOTA_REASONS or b"usage limits" in (error.content or b"")):
+            return CalendarRateLimited(f"{what}: Calendar usage limits ({reason})", long_pause=True)
+        if status == 401:
+            return CalendarAuthError(f"{what}: Google refused the access token after a refresh")
+        if status == 403 and reason in ("insufficientPermissions", "forbidden", "accessNotConfigured"):
+            return CalendarAuthError(f"{what}: permission denied ({reason}); reconnect to grant calendar access")
+        if status >= 500:
+            return CalendarUnavailable(f"{what}: Google answered {status} {reason}")
+        return CalendarRequestError(f"{what}: Google refused ({status} {reason})", status, reason)
+    if isinstance(error, RefreshError):
+        text = str(error)
+        if "invalid_grant" in text or "invalid_client" in text or "unauthorized_client" in text:
+            return CalendarAuthError(f"{what}: Google refused the refresh token ({text.split(':')[0]})")
+        return CalendarUnavailable(f"{what}: token refresh failed")
+    if isinstance(error, (TransportError, httplib2.HttpLib2Error, socket.timeout, TimeoutError,
+                          ConnectionError, OSError)):
+        return CalendarUnavailable(f"{what}: cannot reach Google ({type(error).__name__})")
+    return error
+
+
+class GoogleCalendar:
+    """One Google account: ``GoogleCalendar(credentials, api_endpoint, on_tokens=None, timeout=30)``.
+
+    ``credentials``: google.oauth2.credentials.Credentials with refresh token, token_uri and client
+    id/secret. ``on_tokens(token, expiry)`` is called after google-auth refreshed the access token, so
+    the caller can store it (encrypted). All methods raise ``sidecar.calendars.base`` errors.
+    """
+
+    def __init__(self, credentials: Credentials, api_endpoint: str, *,
+                 on_tokens: Callable[[str, datetime | None], None] | None = None, timeout: float = 30):
+        self.credentials = credentials
+        self.on_tokens = on_tokens
+        self._token_seen = credentials.token
+        http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
+        self.service = build_from_document(_discovery_doc(), http=http,
+                                           client_options={"api_endpoint": api_endpoint})
+
+    def _execute(self, request, what: str) -> dict:
+        try:
+            return request.execute(num_retries=0)
+        except Exception as exc:  # translated below; anything unknown is re-raised unchanged
+            raise translate(exc, what) from exc
+        finally:
+            if self.credentials.token != self._token_seen:
+                self._token_seen = self.credentials.token
+                if self.on_tokens:
+                    self.on_tokens(self.credentials.token, self.credentials.expiry)
+
+    # ---- account ---------------------------------------------------------------------------------
+
+    def list_calendars(self) -> list[CalendarInfo]:
+        """``calendarList.list(minAccessRole=writer)``, all pages: calendars we may write events to."""
+        out, token = [], None
+        while True:
+            page = self._execute(self.service.calendarList().list(minAccessRole="writer", pageToken=token),
+                                 "calendarList.list")
+            for item in page.get("items", []):
+                out.append(CalendarInfo(id=item["id"], name=item.get("summaryOverride") or item.get("summary", ""),
+                                        timezone=item.get("timeZone", "UTC"), access_role=item.get("accessRole", ""),
+                                        primary=bool(item.get("primary"))))
+            token = page.get("nextPageToken")
+            if not token:
+                return out
+
+    def account_email(self) -> str:
+        """The account's address: the id of its primary calendar (``calendars.get('primary')``)."""
+        return self._execute(self.service.calendars().get(calendarId="primary"), "calendars.get")["id"]
+
+    # ---- events --------------------------------------------------------------------------------
+
+    def get_event(self, calendar_id: str, event_id: str) -> EventState:
+        """``events.get``; raises CalendarNotFound."""
+        return _state(self._execute(self.service.events().get(calendarId=calendar_id, eventId=event_id),
+                                    "events.get"))
+
+    def upsert_event(self, calendar_id: str, event_id: str, body: dict, *, known: bool,
+                     send_updates: str = "none") -> EventState:
+        """Make ``event_id`` look like ``body`` (the fields we own).
+
+        ``known`` True: patch first (insert if Google has no such event). Otherwise insert with the
+        deterministic id, and on 409 (it exists: a retry after a crash) get it and patch.
+        """
+        if known:
+            try:
+                return self._patch(calendar_id, event_id, body, send_updates)
+            except CalendarNotFound:
+                pass
+        try:
+            insert = self.service.events().insert(calendarId=calendar_id, body={**body, "id": event_id},
+                                                  conferenceDataVersion=1, sendUpdates=send_updates)
+            return _state(self._execute(insert, "events.insert"))
+        except CalendarRequestError as exc:
+            if exc.status != 409:
+                raise
+        log.info("event %s already exists in Google (earlier try); patching it", event_id)
+        return self._patch(calendar_id, event_id, body, send_updates)
+
+    def _patch(self, calendar_id: str, event_id: str, body: dict, send_updates: str) -> EventState:
+        patch = self.service.events().patch(calendarId=calendar_id, eventId=event_id, body=body,
+                                            conferenceDataVersion=1, sendUpdates=send_updates)
+        return _state(self._execute(patch, "events.patch"))
+
+    def delete_event(self, calendar_id: str, event_id: str, send_updates: str = "none") -> None:
+        """``events.delete``; an event already gone (404/410) counts as deleted."""
+        try:
+            self._execute(self.service.events().delete(calendarId=calendar_id, eventId=event_id,
+                                                       sendUpdates=send_updates), "events.delete")
+        except CalendarNotFound:
+            pass
+
+
+def credentials_for(*, token: str | None, refresh_token: str, expiry: datetime | None, token_uri: str,
+                    client_id: str, client_secret: str, scopes: list[str]) -> Credentials:
+    """google-auth Credentials for a stored connection (``expiry`` aware UTC or None)."""
+    naive_expiry = expiry.astimezone(timezone.utc).replace(tzinfo=None) if expiry else None
+    return Credentials(token=token, refresh_token=refresh_token, token_uri=token_uri, client_id=client_id,
+                       client_secret=client_secret, scopes=scopes or list(REQUIRED_SCOPES), expiry=naive_expiry)
+
+
+def refresh_now(credentials: Credentials) -> None:
+    """Force a refresh (used by "test connection"); raises CalendarAuthError / CalendarUnavailable."""
+    try:
+        credentials.refresh(AuthRequest())
+    except Exception as exc:
+        raise translate(exc, "token refresh") from exc

@@ -1,0 +1,246 @@
+"""Configuration: one registry of settings, three sources, one precedence rule.
+
+Every setting the sidecar knows is declared once in ``SETTINGS`` (section, key, type, default,
+whether it is a secret, and a sentence an admin can read). A value is looked up in this order:
+
+1. the environment, ``SIDECAR_<SECTION>_<KEY>`` (upper case), for containers and headless hosts;
+2. ``config.ini`` (an empty value counts as unset);
+3. the settings page, stored in the database (secrets encrypted with the key file);
+4. the default declared here (Google's real endpoints, safe intervals).
+
+A setting fixed by 1 or 2 is shown read-only in the settings page with its source. Secrets from 1
+or 2 are kept in memory only: they are never written to the database, a file, or a log line.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOGLE_SCOPES = ("https://www.googleapis.com/auth/calendar",)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting. ``name`` is ``"section.key"``; ``kind`` is str, int, bool or list."""
+
+    section: str
+    key: str
+    default: Any = ""
+    kind: type = str
+    secret: bool = False
+    label: str = ""
+    help: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    @property
+    def env_var(self) -> str:
+        return f"SIDECAR_{self.section.upper()}_{self.key.upper()}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("kivicare", "base_url", "", label="KiviCare site URL",
+            help="The WordPress site's address, e.g. https://clinic.example.com (no /wp-json)."),
+    Setting("kivicare", "username", "", label="WordPress user",
+            help="A dedicated administrator user that nobody logs in with in a browser."),
+    Setting("kivicare", "app_password", "", secret=True, label="Application password",
+            help="Created in WordPress under Users > Profile > Application Passwords."),
+    Setting("kivicare", "client_id", "kivicare-calendar-sidecar", label="X-KC-Client-Id header",
+            help="A constant id sent on every request; turns KiviCare's encryption 401 into a normal error."),
+    Setting("google", "client_id", "", label="OAuth client ID",
+            help="From Google Cloud > APIs & Services > Credentials (type: Web application)."),
+    Setting("google", "client_secret", "", secret=True, label="OAuth client secret"),
+    Setting("google", "app_name", "KiviCare Calendar Sidecar", label="App name",
+            help="Shown to doctors on the connect page; match the OAuth consent screen's name."),
+    Setting("google", "auth_uri", "https://accounts.google.com/o/oauth2/auth", label="Authorization URI"),
+    Setting("google", "token_uri", "https://oauth2.googleapis.com/token", label="Token URI"),
+    Setting("google", "revoke_uri", "https://oauth2.googleapis.com/revoke", label="Revocation URI"),
+    Setting("google", "api_endpoint", "https://www.googleapis.com/calendar/v3/", label="Calendar API endpoint"),
+    Setting("database", "url", "sqlite:///data/sidecar.db", label="Database URL",
+            help="sqlite:///path (default), postgresql://user:pass@host/db or mysql://user:pass@host/db."),
+    Setting("security", "key_file", "data/sidecar.key", label="Key file",
+            help="Encrypts secrets at rest; created with mode 0600 on first run. Back it up with the database."),
+    Setting("bridge", "poll_seconds", 30, int, label="Poll interval (seconds)",
+            help="How often KiviCare is asked for changed appointments."),
+    Setting("bridge", "horizon_days", 90, int, label="Horizon (days)",
+            help="Appointments from yesterday up to this many days ahead are kept in sync."),
+    Setting("bridge", "workers", 2, int, label="Workers", help="Jobs run in parallel against Google."),
+    Setting("web", "host", "127.0.0.1", label="Listen address"),
+    Setting("web", "port", 8300, int, label="Listen port"),
+    Setting("web", "public_url", "http://127.0.0.1:8300", label="Public URL",
+            help="How browsers reach the sidecar; the Google redirect URI is built from it (HTTPS in production)."),
+    Setting("sync", "event_template", "kivicare", label="Event text",
+            help="kivicare: KiviCare's own Google event template (no patient name); detailed: 'Patient: name' "
+                 "with service, doctor, status and location; custom: the title and description below."),
+    Setting("sync", "title_template", "{{service_name}}", label="Custom title"),
+    Setting("sync", "description_template", "Appointment with patient at {{clinic_name}}", label="Custom description"),
+    Setting("sync", "telemedicine_services", [], list, label="Telemedicine services",
+            help="KiviCare service ids whose appointments get a Google Meet link."),
+    Setting("sync", "invite_patients", False, bool, label="Invite patients",
+            help="Adds the patient as an attendee; Google e-mails them the invitation and the Meet link."),
+    Setting("sync", "reminder_minutes", [], list, label="Reminder overrides (minutes)",
+            help="Empty: the calendar's default reminders. Otherwise up to 5 popup reminders."),
+    Setting("sync", "status_colors", {}, dict, label="Colours by status",
+            help="Google event colour id per KiviCare status; initially KiviCare's own colours."),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used (message names the setting and its source)."""
+
+
+def _coerce(setting: Setting, raw: Any, source: str) -> Any:
+    if raw is None:
+        return setting.default
+    if setting.kind is str:
+        return str(raw).strip()
+    if isinstance(raw, setting.kind) and not isinstance(raw, str):
+        return raw
+    text = str(raw).strip()
+    try:
+        if setting.kind is int:
+            return int(text)
+        if setting.kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(text)
+        if setting.kind is list:
+            if text.startswith("["):
+                return list(json.loads(text))
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if setting.kind is dict:
+            return dict(json.loads(text)) if text else {}
+    except ValueError as exc:
+        raise ConfigError(f"{setting.name} from {source}: {text!r} is not a valid {setting.kind.__name__}") from exc
+    return raw
+
+
+class Config:
+    """Effective configuration.
+
+    ``Config(ini_path, environ, store)``: ``store`` is anything with ``get(name) -> str | None`` and
+    ``set(name, value, secret)`` (the database settings table, see ``sidecar.settings_store``); it may be
+    attached later with ``attach_store`` because the database URL itself comes from the config.
+    """
+
+    def __init__(self, ini_path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, Any] | None = None):
+        self.ini_path = Path(ini_path) if ini_path else None
+        self.environ = dict(os.environ if environ is None else environ)
+        self._ini: dict[str, str] = {}
+        # overrides: values fixed by code (tests, the demo); treated like the environment.
+        self._overrides = dict(overrides or {})
+        self._store = None
+        if self.ini_path and self.ini_path.exists():
+            parser = configparser.ConfigParser(interpolation=None)
+            parser.read(self.ini_path, encoding="utf-8")
+            for section in parser.sections():
+                for key, value in parser.items(section):
+                    if value.strip():
+                        self._ini[f"{section}.{key}"] = value.strip()
+        self.base_dir = self.ini_path.parent if self.ini_path else ROOT
+
+    def attach_store(self, store) -> None:
+        """Attach the database-backed store for settings entered in the settings page."""
+        self._store = store
+
+    def source(self, name: str) -> str:
+        """Where the effective value of ``name`` comes from: environment, config.ini, settings page, default."""
+        setting = BY_NAME[name]
+        if name in self._overrides or setting.env_var in self.environ:
+            return "environment"
+        if name in self._ini:
+            return "config.ini"
+        if self._store is not None and self._store.get(name) is not None:
+            return "settings page"
+        return "default"
+
+    def is_fixed(self, name: str) -> bool:
+        """True when the settings page must show ``name`` read-only (set by environment or config.ini)."""
+        return self.source(name) in ("environment", "config.ini")
+
+    def get(self, name: str) -> Any:
+        """The effective, typed value of ``name`` ("section.key"). Raises KeyError for unknown names."""
+        setting = BY_NAME[name]
+        if name in self._overrides:
+            return _coerce(setting, self._overrides[name], "overrides")
+        if setting.env_var in self.environ:
+            return _coerce(setting, self.environ[setting.env_var], setting.env_var)
+        if name in self._ini:
+            return _coerce(setting, self._ini[name], "config.ini")
+        if self._store is not None:
+            stored = self._store.get(name)
+            if stored is not None:
+                return _coerce(setting, stored, "settings page")
+        return setting.default
+
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def set(self, name: str, value: Any) -> None:
+        """Store a settings-page value. Refuses settings fixed by the environment or config.ini."""
+        setting = BY_NAME[name]
+        if self.is_fixed(name):
+            raise ConfigError(f"{name} is set in the {self.source(name)} and cannot be changed here")
+        if self._store is None:
+            raise ConfigError("no settings store attached")
+        if setting.kind in (list, dict):
+            text = json.dumps(value)
+        elif setting.kind is bool:
+            text = "true" if value else "false"
+        else:
+            text = "" if value is None else str(value)
+        _coerce(setting, text, "settings page")  # validate before writing
+        self._store.set(name, text, secret=setting.secret)
+
+    def path(self, name: str) -> Path:
+        """A file-system setting resolved against the directory holding config.ini."""
+        value = Path(self.get(name))
+        return value if value.is_absolute() else self.base_dir / value
+
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path resolved against the config directory."""
+        url = self.get("database.url")
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+            return prefix + str(self.base_dir / url[len(prefix):])
+        return url
+
+    @property
+    def redirect_uri(self) -> str:
+        """The exact OAuth redirect URI to register in Google Cloud."""
+        return self.get("web.public_url").rstrip("/") + "/oauth/google/callback"
+
+    def google_client_config(self) -> dict:
+        """The ``{"web": {...}}`` client config google-auth-oauthlib's Flow expects."""
+        return {"web": {
+            "client_id": self.get("google.client_id"),
+            "client_secret": self.get("google.client_secret"),
+            "auth_uri": self.get("google.auth_uri"),
+            "token_uri": self.get("google.token_uri"),
+            "redirect_uris": [self.redirect_uri],
+        }}
+
+
+def load(ini_path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None,
+         overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load ``config.ini`` (default: ``SIDECAR_CONFIG`` or the repository's config.ini)."""
+    env = os.environ if environ is None else environ
+    if ini_path is None:
+        ini_path = env.get("SIDECAR_CONFIG") or (ROOT / "config.ini")
+    return Config(ini_path, env, overrides)
+

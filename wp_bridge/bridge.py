@@ -1,0 +1,559 @@
+"""The sync engine, KiviCare → Google: snapshot → diff → jobs → calendar provider → mapping table.
+
+``poll()`` lists the appointment window (yesterday … ``horizon_days`` ahead, UTC) with
+``GET /appointments?timezone=UTC&perPage=all``, fetches ``GET /appointments/{id}`` only for new or
+changed rows (to learn their service ids), caches what it saw, and enqueues a job wherever an
+event's desired content differs from what Google last confirmed. Rows that vanished from the
+window are confirmed with ``GET /appointments/{id}`` (404 = deleted) before anything is deleted
+(DESIGN invariant 3). Workers run the jobs (``run_due_jobs``): insert/patch/delete events with
+deterministic ids (invariant 1), fetch pending Meet conferences, and record the outcome.
+
+Rules (issue 2): events exist for booked (1), pending (2, tentative), checked-in (4) and checked-out
+(3) appointments. A future appointment that is cancelled or deleted loses its event; a past one
+keeps it (KiviCare's nightly cron cancels every past booked appointment). Telemedicine appointments
+(a service in the admin's list) get a Google Meet conference; the appointment never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+
+from sidecar.calendars.base import (CalendarAuthError, CalendarError, CalendarNotFound, CalendarRateLimited,
+                                    CalendarRequestError, CalendarUnavailable, EventSpec)
+from sidecar.calendars.google import event_body, event_id_for
+from sidecar.storage import transaction
+from sidecar.storage.models import (Appointment as AppointmentRow, Connection, Doctor, Job, MeetMapping,
+                                    RejectedRow, SyncLog, utcnow)
+
+from . import event_text, jobs
+from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
+from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up and shown to the admin
+CONFERENCE_RECHECK = timedelta(seconds=3)
+REFERENCE_TTL = timedelta(hours=1)
+
+
+class RefuseToRun(RuntimeError):
+    """Another Google integration is active in KiviCare; running both would duplicate events."""
+
+
+@dataclass
+class PollReport:
+    """What one poll saw and did (counts only; no patient data)."""
+
+    listed: int = 0
+    fetched: int = 0
+    rejected: int = 0
+    missing_checked: int = 0
+    deleted: int = 0
+    enqueued: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``action``: "upsert" (with ``spec``), "delete", or "keep" (leave the event as it is)."""
+
+    action: str
+    spec: EventSpec | None = None
+
+
+def log_sync(action: str, outcome: str, *, doctor_id: int | None = None, appointment_id: str = "",
+             error: Exception | None = None, message: str = "") -> None:
+    """One sync-log row: ids, action, outcome, error class. Never patient data."""
+    SyncLog.create(doctor_id=doctor_id, appointment_id=appointment_id or "", action=action, outcome=outcome,
+                   error_class=type(error).__name__ if error else "", message=(message or str(error or ""))[:500])
+
+
+class Bridge:
+    """The engine for one runtime (``sidecar.runtime.Runtime``). Thread-safe: workers share it."""
+
+    def __init__(self, runtime):
+        self.rt = runtime
+        self.cfg = runtime.cfg
+        self.clock = utcnow
+        self._site_tz: str | None = None
+        self._site_checked: datetime | None = None
+        self._services: dict[int, int] = {}  # doctor-service mapping id -> kc_services id
+        self._services_checked: datetime | None = None
+        self._poll_lock = threading.Lock()
+
+    # ---- reference data ------------------------------------------------------------------------
+
+    @property
+    def site(self) -> str:
+        """Identifies the KiviCare site in event ids and private properties."""
+        return self.cfg.get("kivicare.base_url").rstrip("/")
+
+    def site_timezone(self) -> str:
+        """The WordPress timezone (``/wp-json/`` ``timezone_string``), refreshed hourly; cached across runs."""
+        now = self.clock()
+        if self._site_tz is None or self._site_checked is None or now - self._site_checked > REFERENCE_TTL:
+            try:
+                self._site_tz = self.rt.kivicare().site_info().timezone
+                self.rt.set_state("site_timezone", self._site_tz)
+            except KiviCareError:
+                self._site_tz = self._site_tz or self.rt.get_state("site_timezone") or "UTC"
+            self._site_checked = now
+        return self._site_tz
+
+    def doctor_timezone(self, doctor_id: int) -> str:
+        doctor = Doctor.get_or_none(Doctor.id == doctor_id)
+        return (doctor.timezone if doctor and doctor.timezone else None) or self.site_timezone()
+
+    def refresh_doctor(self, doctor_id: int) -> None:
+        """``GET /doctors/{id}``: name, e-mail and timezone (null = the site's)."""
+        found = self.rt.kivicare().get_doctor(doctor_id)
+        (Doctor.insert(id=found.id, name=found.name, email=found.email, timezone=found.timezone, updated_at=utcnow())
+         .on_conflict(conflict_target=[Doctor.id], update={Doctor.name: found.name, Doctor.email: found.email,
+                                                            Doctor.timezone: found.timezone,
+                                                            Doctor.updated_at: utcnow()}).execute())
+
+    def _service_ids(self, mapping_ids: tuple[int, ...]) -> tuple[int, ...] | None:
+        """kc_services ids for doctor-service mapping ids (``GET /doctor-services``, re-read when unknown)."""
+        now = self.clock()
+        stale = self._services_checked is None or now - self._services_checked > REFERENCE_TTL
+        if stale or any(m not in self._services for m in mapping_ids):
+            if stale or self._services_checked is None or now - self._services_checked > timedelta(seconds=30):
+                self._services = {s.id: s.service_id for s in self.rt.kivicare().list_doctor_services()}
+                self._services_checked = now
+        if any(m not in self._services for m in mapping_ids):
+            return None
+        return tuple(self._services[m] for m in mapping_ids)
+
+    def import_kivicare_template(self) -> None:
+        """First contact: the sidecar's event template starts as KiviCare's own (title, text, colours)."""
+        if self.rt.get_state("template_imported"):
+            return
+        template = self.rt.kivicare().event_template()
+        for name, value in (("sync.title_template", template.title),
+                            ("sync.description_template", template.description),
+                            ("sync.status_colors", template.status_colors)):
+            if self.cfg.source(name) == "default":
+                self.cfg.set(name, value)
+        self.rt.set_state("template_imported", True)
+
+    def check_addons(self) -> list[str]:
+        """``GET /config/addon`` at start. Raises RefuseToRun; returns warnings to show the admin."""
+        addons = self.rt.kivicare().addons()
+        warnings = []
+        if addons.get("googlemeet", (False, None))[0]:
+            raise RefuseToRun("KiviCare's Google Meet add-on is active: it creates its own Google events and Meet "
+                              "links. Deactivate it in WordPress before running the sidecar.")
+        if addons.get("kiviPro", (False, None))[0]:
+            # Pro's Google Calendar switch is not visible over REST, so the admin must check it.
+            warnings.append("KiviCare Pro is active. If its Google Calendar sync is switched on, every appointment "
+                            "will appear twice in Google: turn it off under KiviCare > Settings > Pro Settings.")
+        if addons.get("telemed", (False, None))[0]:
+            warnings.append("KiviCare's Zoom telemed add-on is active: telemedicine appointments may get a Zoom "
+                            "meeting as well as a Google Meet link.")
+        for text in warnings:
+            log.warning(text)
+        self.rt.set_state("addons", warnings)
+        return warnings
+
+    # ---- poll: KiviCare snapshot → diff → jobs ---------------------------------------------------------
+
+    def window(self) -> tuple[datetime, datetime]:
+        """The synced window in UTC: from yesterday 00:00 to the end of the horizon's last day."""
+        today = self.clock().astimezone(timezone.utc).date()
+        start = datetime.combine(today - timedelta(days=1), datetime.min.time(), timezone.utc)
+        end = datetime.combine(today + timedelta(days=int(self.cfg.get("bridge.horizon_days"))),
+                               datetime.max.time(), timezone.utc)
+        return start, end
+
+    def poll(self) -> PollReport:
+        """One poll of KiviCare. Raises KiviCareError when KiviCare cannot be read (nothing is changed then)."""
+        with self._poll_lock:
+            try:
+                report = self._poll()
+            except KiviCareError as exc:
+                self.rt.set_state("poll", {"ok": False, "at": utcnow().isoformat(), "error": str(exc)[:300]})
+                raise
+            self.rt.set_state("poll", {"ok": True, "at": utcnow().isoformat(), "error": ""})
+            return report
+
+    def _poll(self) -> PollReport:
+        report = PollReport()
+        client = self.rt.kivicare()
+        start, end = self.window()
+        page = client.list_appointments(start.date(), end.date())
+        report.listed = len(page.appointments)
+        rejected_ids = {appointment_id for appointment_id, _, _ in page.rejected if appointment_id}
+        for appointment_id, digest, problem in page.rejected:
+            self._reject(appointment_id, digest, problem)
+        report.rejected = len(page.rejected)
+        connections = self._connections()
+        seen: set[str] = set()
+        for listed in page.appointments:
+            seen.add(listed.id)
+            cached = AppointmentRow.get_or_none(AppointmentRow.id == listed.id)
+            if cached and cached.list_hash == listed.row_hash and cached.present:
+                appointment = Appointment.from_dict(cached.data)
+                if appointment.service_ids is None:
+                    appointment = self._with_services(appointment, appointment.service_mapping_ids or ())
+            else:
+                try:
+                    mapping_ids = client.get_service_ids(listed.id)
+                except KiviCareNotFound:
+                    continue  # deleted between the list and now; the next poll confirms it
+                except BadAppointment as exc:
+                    self._reject(listed.id, listed.row_hash, exc.problem)
+                    rejected_ids.add(listed.id)
+                    continue
+                report.fetched += 1
+                appointment = self._with_services(listed, mapping_ids)
+            RejectedRow.delete().where(RejectedRow.appointment_id == listed.id).execute()
+            self._remember(appointment)
+            report.enqueued += self._plan(appointment, connections)
+        # Rows we knew in this window that the list no longer shows: ask KiviCare before acting.
+        missing = (AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
+                                                 & (AppointmentRow.start_utc <= end)))
+        for row in missing:
+            if row.id in seen or row.id in rejected_ids:
+                continue
+            report.missing_checked += 1
+            try:
+                detail = client.get_appointment(row.id)
+            except KiviCareNotFound:
+                report.deleted += 1
+                AppointmentRow.update(present=False, last_seen_at=utcnow()).where(AppointmentRow.id == row.id).execute()
+                log_sync("deleted-in-kivicare", "ok", doctor_id=row.doctor_id, appointment_id=row.id)
+                report.enqueued += self._plan_deleted(row, connections)
+                continue
+            except BadAppointment as exc:
+                self._reject(row.id, "", exc.problem)
+                continue
+            # Still there (moved out of the window, or hidden from the list: e.g. an anonymised patient).
+            cached = Appointment.from_dict(row.data)
+            detail = replace(detail, clinic_address=detail.clinic_address or cached.clinic_address)
+            appointment = self._with_services(detail, detail.service_mapping_ids or ())
+            self._remember(appointment, list_hash=row.list_hash)
+            report.enqueued += self._plan(appointment, connections)
+        now = utcnow()
+        for connection in connections.values():
+            Connection.update(last_sync_at=now).where(Connection.id == connection.id).execute()
+        return report
+
+    def _with_services(self, appointment: Appointment, mapping_ids: tuple[int, ...]) -> Appointment:
+        return appointment.with_services(tuple(mapping_ids), self._service_ids(tuple(mapping_ids)))
+
+    def _remember(self, appointment: Appointment, list_hash: str | None = None) -> None:
+        now = utcnow()
+        values = dict(doctor_id=appointment.doctor_id, start_utc=appointment.start, end_utc=appointment.end,
+                      status=appointment.status, list_hash=list_hash or appointment.row_hash,
+                      data=appointment.to_dict(), present=True, last_seen_at=now)
+        (AppointmentRow.insert(id=appointment.id, first_seen_at=now, **values)
+         .on_conflict(conflict_target=[AppointmentRow.id],
+                      update={getattr(AppointmentRow, k): v for k, v in values.items()}).execute())
+
+    def _reject(self, appointment_id: str, digest: str, problem: str) -> None:
+        """Log a malformed row once (per content), keep its existing event, carry on."""
+        key = appointment_id or f"?{digest[:16]}"
+        existing = RejectedRow.get_or_none(RejectedRow.appointment_id == key)
+        if existing and existing.row_hash == digest:
+            RejectedRow.update(last_seen_at=utcnow()).where(RejectedRow.appointment_id == key).execute()
+            return
+        (RejectedRow.insert(appointment_id=key, row_hash=digest, error=problem)
+         .on_conflict(conflict_target=[RejectedRow.appointment_id],
+                      update={RejectedRow.row_hash: digest, RejectedRow.error: problem,
+                              RejectedRow.last_seen_at: utcnow()}).execute())
+        log.warning("skipped KiviCare appointment %s: %s (its calendar event is left as it is)", key, problem)
+        log_sync("read-appointment", "skipped", appointment_id=appointment_id, message=problem)
+
+    def _connections(self) -> dict[int, Connection]:
+        """Connections that receive events, by doctor id (active, or waiting for a reconnect)."""
+        rows = Connection.select().where(Connection.state.in_(("active", "needs_reconnect"))
+                                         & Connection.calendar_id.is_null(False))
+        return {row.doctor_id: row for row in rows}
+
+    def _plan(self, appointment: Appointment, connections: dict[int, Connection]) -> int:
+        """Enqueue a push wherever the event differs from what Google confirmed. Returns jobs enqueued."""
+        enqueued = 0
+        connection = connections.get(appointment.doctor_id)
+        mappings = list(MeetMapping.select().where((MeetMapping.appointment_id == appointment.id)
+                                                   & (MeetMapping.state == "active")))
+        # A mapping in another doctor's calendar (the appointment changed doctor) must go.
+        for mapping in mappings:
+            if connection is None or mapping.connection_id != connection.id:
+                if mapping.connection_id is not None:
+                    enqueued += self._enqueue_push(appointment.id, mapping.connection_id)
+        if connection is None:
+            return enqueued
+        mapping = next((m for m in mappings if m.connection_id == connection.id
+                        and m.calendar_id == connection.calendar_id), None)
+        decision = self.decide(appointment, connection, mapping)
+        if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()):
+            enqueued += self._enqueue_push(appointment.id, connection.id)
+        elif decision.action == "delete" and mapping is not None:
+            enqueued += self._enqueue_push(appointment.id, connection.id)
+        return enqueued
+
+    def _plan_deleted(self, row: AppointmentRow, connections: dict[int, Connection]) -> int:
+        enqueued = 0
+        for mapping in MeetMapping.select().where((MeetMapping.appointment_id == row.id)
+                                                  & (MeetMapping.state == "active")):
+            if mapping.connection_id is not None:
+                enqueued += self._enqueue_push(row.id, mapping.connection_id)
+        return enqueued
+
+    def _enqueue_push(self, appointment_id: str, connection_id: int, run_after: datetime | None = None) -> int:
+        jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",
+                     {"appointment_id": appointment_id, "connection_id": connection_id}, run_after=run_after)
+        return 1
+
+    # ---- the desired event ---------------------------------------------------------------------------
+
+    def decide(self, appointment: Appointment | None, connection: Connection,
+               mapping: MeetMapping | None, *, deleted: bool = False) -> Decision:
+        """What ``connection``'s calendar should hold for ``appointment`` now."""
+        now = self.clock()
+        if appointment is None:
+            return Decision("keep")
+        if deleted or appointment.doctor_id != connection.doctor_id:
+            if appointment.doctor_id != connection.doctor_id:
+                return Decision("delete")
+            return Decision("delete") if appointment.start > now else Decision("keep")
+        if appointment.status in EVENT_STATUSES:
+            return Decision("upsert", self.spec(appointment, mapping))
+        if appointment.status == CANCELLED and appointment.start > now:
+            return Decision("delete")
+        return Decision("keep")  # past and cancelled: KiviCare's cron closes past bookings this way
+
+    def is_telemedicine(self, appointment: Appointment) -> bool:
+        chosen = {int(s) for s in self.cfg.get("sync.telemedicine_services") if str(s).strip().isdigit()}
+        return bool(chosen and appointment.service_ids and chosen.intersection(appointment.service_ids))
+
+    def spec(self, appointment: Appointment, mapping: MeetMapping | None) -> EventSpec:
+        """The provider-neutral event for ``appointment`` under the current settings."""
+        zone = self.doctor_timezone(appointment.doctor_id)
+        telemedicine = self.is_telemedicine(appointment)
+        link = mapping.hangout_link if (mapping is not None and telemedicine) else ""
+        title, description, where = event_text.texts(
+            appointment, zone, fmt=self.cfg.get("sync.event_template"),
+            title_template=self.cfg.get("sync.title_template"),
+            description_template=self.cfg.get("sync.description_template"), meet_link=link)
+        colors = self.cfg.get("sync.status_colors") or {}
+        reminders = [int(m) for m in self.cfg.get("sync.reminder_minutes") if str(m).strip().isdigit()]
+        invite = self.cfg.get("sync.invite_patients") and appointment.patient_email
+        return EventSpec(appointment_id=appointment.id, start=appointment.start, end=appointment.end, timezone=zone,
+                         title=title, description=description, location=where,
+                         tentative=appointment.status == PENDING, color_id=colors.get(str(appointment.status)),
+                         telemedicine=telemedicine, attendee_email=appointment.patient_email if invite else None,
+                         reminder_minutes=tuple(reminders[:5]) if reminders else None)
+
+    # ---- workers: jobs → Google → mapping table -------------------------------------------------------
+
+    def run_due_jobs(self, worker: str | None = None, limit: int | None = None) -> int:
+        """Run due jobs until none is due (or ``limit``). Returns how many ran. Never raises for a job."""
+        worker = worker or jobs.worker_id(threading.current_thread().name)
+        done = 0
+        while limit is None or done < limit:
+            job = jobs.claim(worker)
+            if job is None:
+                return done
+            self.run_job(job)
+            done += 1
+        return done
+
+    def run_job(self, job: Job) -> None:
+        """Run one claimed job; decides retry, reconnect or give-up from the error's kind."""
+        payload = job.payload or {}
+        appointment_id = str(payload.get("appointment_id", ""))
+        connection = Connection.get_or_none(Connection.id == payload.get("connection_id"))
+        doctor_id = connection.doctor_id if connection else None
+        if connection is None or connection.state == "disconnected" or not connection.calendar_id:
+            jobs.complete(job)
+            return
+        if connection.state == "needs_reconnect":
+            # Kept, not tried: the doctor must reconnect first (on_connected makes it due again).
+            jobs.retry_later(job, timedelta(minutes=30), "waiting for the doctor to reconnect Google", counts=False)
+            return
+        try:
+            if job.kind == "push":
+                self._push(appointment_id, connection)
+            elif job.kind == "conference":
+                self._check_conference(appointment_id, connection)
+            else:
+                raise ValueError(f"unknown job kind {job.kind!r}")
+        except (CalendarUnavailable, KiviCareUnavailable) as exc:
+            jobs.retry_later(job, jobs.backoff(job.retries), str(exc), counts=False)
+            log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
+        except CalendarRateLimited as exc:
+            delay = timedelta(hours=1) if exc.long_pause else jobs.backoff(job.retries, base=10)
+            jobs.retry_later(job, delay, str(exc), counts=False)
+            log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
+        except CalendarAuthError as exc:
+            Connection.update(state="needs_reconnect", last_error=str(exc)[:300], updated_at=utcnow()).where(
+                Connection.id == connection.id).execute()
+            jobs.retry_later(job, timedelta(minutes=30), str(exc), counts=False)
+            log.warning("doctor %s must reconnect Google: %s", doctor_id, exc)
+            log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
+                     message="Google refused this doctor's access. Ask the doctor to reconnect; jobs are kept.")
+        except (CalendarError, KiviCareError, BadAppointment, ValueError) as exc:
+            self._count_failure(job, connection, appointment_id, exc)
+        except Exception as exc:  # a bug must not stop the loop; it is counted and shown
+            log.exception("job %s failed unexpectedly", job.id)
+            self._count_failure(job, connection, appointment_id, exc)
+        else:
+            jobs.complete(job)
+
+    def _count_failure(self, job: Job, connection: Connection, appointment_id: str, exc: Exception) -> None:
+        Connection.update(failed_count=Connection.failed_count + 1, last_error=str(exc)[:300]).where(
+            Connection.id == connection.id).execute()
+        if job.attempts + 1 >= MAX_ATTEMPTS:
+            jobs.give_up(job, f"{type(exc).__name__}: {exc}")
+            log_sync(job.kind, "error", doctor_id=connection.doctor_id, appointment_id=appointment_id, error=exc,
+                     message=f"Gave up after {MAX_ATTEMPTS} tries: {exc}")
+        else:
+            jobs.retry_later(job, jobs.backoff(job.retries, base=30), f"{type(exc).__name__}: {exc}", counts=True)
+            log_sync(job.kind, "retry", doctor_id=connection.doctor_id, appointment_id=appointment_id, error=exc)
+
+    def _push(self, appointment_id: str, connection: Connection) -> None:
+        row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
+        appointment = Appointment.from_dict(row.data) if row else None
+        calendar_id = connection.calendar_id
+        mapping = MeetMapping.get_or_none((MeetMapping.appointment_id == appointment_id)
+                                          & (MeetMapping.calendar_id == calendar_id))
+        decision = self.decide(appointment, connection, mapping, deleted=bool(row and not row.present))
+        # An event left in a calendar the doctor no longer uses, or owned by another connection.
+        stale = [m for m in MeetMapping.select().where((MeetMapping.appointment_id == appointment_id)
+                                                       & (MeetMapping.connection == connection.id)
+                                                       & (MeetMapping.state == "active")
+                                                       & (MeetMapping.calendar_id != calendar_id))]
+        google = None
+        for old in stale:
+            google = google or self.rt.google_for(connection)
+            google.delete_event(old.calendar_id, old.event_id)
+            self._mark_deleted(old, connection, "moved-calendar")
+        if decision.action == "keep":
+            return
+        if decision.action == "delete":
+            if mapping is None or mapping.state != "active" or mapping.connection_id != connection.id:
+                return
+            google = google or self.rt.google_for(connection)
+            google.delete_event(mapping.calendar_id, mapping.event_id)
+            self._mark_deleted(mapping, connection, "delete")
+            return
+        spec = decision.spec
+        if mapping is not None and mapping.state == "active" and mapping.pushed_hash == spec.fingerprint():
+            return
+        google = google or self.rt.google_for(connection)
+        event_id = mapping.event_id if mapping else event_id_for(self.site, appointment_id, calendar_id)
+        has_conference = mapping is not None and mapping.conference_status in ("pending", "success")
+        create_conference = spec.telemedicine and not has_conference
+        request_id = (mapping.conference_request if mapping and mapping.conference_request else f"{event_id}-meet")
+        if create_conference and mapping is not None and mapping.conference_status == "failure":
+            request_id = f"{event_id}-meet{int(time.time())}"  # a new id asks Google to try again
+        body = event_body(spec, self.site, create_conference=create_conference, request_id=request_id,
+                          drop_conference=has_conference and not spec.telemedicine)
+        send_updates = "all" if spec.attendee_email else "none"
+        state = google.upsert_event(calendar_id, event_id, body,
+                                    known=mapping is not None and mapping.state == "active",
+                                    send_updates=send_updates)
+        now = utcnow()
+        conference_status = state.conference_status if spec.telemedicine else ""
+        link = state.hangout_link if spec.telemedicine else ""
+        values = dict(doctor_id=connection.doctor_id, connection=connection.id, event_id=state.event_id or event_id,
+                      etag=state.etag, hangout_link=link, conference_status=conference_status,
+                      conference_request=request_id if spec.telemedicine else "", pushed_hash=spec.fingerprint(),
+                      google_updated=state.updated, state="active", updated_at=now)
+        action = "update" if (mapping is not None and mapping.state == "active") else "create"
+        with transaction():
+            (MeetMapping.insert(appointment_id=appointment_id, calendar_id=calendar_id, created_at=now, **values)
+             .on_conflict(conflict_target=[MeetMapping.appointment_id, MeetMapping.calendar_id],
+                          update={getattr(MeetMapping, k): v for k, v in values.items()}).execute())
+            Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now, last_error="").where(
+                Connection.id == connection.id).execute()
+        log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
+        if spec.telemedicine and conference_status == "pending":
+            jobs.enqueue("conference", f"conference:{appointment_id}:{connection.id}",
+                         {"appointment_id": appointment_id, "connection_id": connection.id},
+                         run_after=now + CONFERENCE_RECHECK)
+        if link and link != (mapping.hangout_link if mapping else ""):
+            log_sync("meet-link", "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
+            self._enqueue_push(appointment_id, connection.id)  # put the link into the description and location
+
+    def _check_conference(self, appointment_id: str, connection: Connection) -> None:
+        """A pending Meet conference: read the event again; once ready, store the link and push it."""
+        mapping = MeetMapping.get_or_none((MeetMapping.appointment_id == appointment_id)
+                                          & (MeetMapping.calendar_id == connection.calendar_id))
+        if mapping is None or mapping.state != "active" or mapping.conference_status != "pending":
+            return
+        state = self.rt.google_for(connection).get_event(mapping.calendar_id, mapping.event_id)
+        if state.conference_status == "pending":
+            raise CalendarUnavailable("Meet conference still pending")  # retried later, not counted
+        MeetMapping.update(conference_status=state.conference_status or "failure", hangout_link=state.hangout_link,
+                           etag=state.etag, google_updated=state.updated, updated_at=utcnow()).where(
+            MeetMapping.id == mapping.id).execute()
+        if state.hangout_link:
+            log_sync("meet-link", "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
+        else:
+            log_sync("meet-link", "error", doctor_id=connection.doctor_id, appointment_id=appointment_id,
+                     message="Google could not create a Meet conference; the sidecar will ask again on the next change")
+        self._enqueue_push(appointment_id, connection.id)
+
+    def _mark_deleted(self, mapping: MeetMapping, connection: Connection, action: str) -> None:
+        now = utcnow()
+        with transaction():
+            MeetMapping.update(state="deleted", pushed_hash="", updated_at=now).where(MeetMapping.id == mapping.id).execute()
+            Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now).where(
+                Connection.id == connection.id).execute()
+        log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=mapping.appointment_id)
+
+    # ---- connections ------------------------------------------------------------------------------
+
+    def on_connected(self, connection: Connection) -> None:
+        """A doctor (re)connected or chose a calendar: refresh the doctor, make their kept jobs due, poll."""
+        try:
+            self.refresh_doctor(connection.doctor_id)
+        except KiviCareError as exc:
+            log.warning("could not read doctor %s from KiviCare: %s", connection.doctor_id, exc)
+        Job.update(run_after=utcnow(), retries=0).where(
+            (Job.state == "pending") & Job.dedupe_key.endswith(f":{connection.id}")).execute()
+        log_sync("connect", "ok", doctor_id=connection.doctor_id)
+        self.rt.request_poll()
+
+    def on_disconnected(self, connection: Connection) -> None:
+        """Stop syncing this doctor; existing events stay in Google. Pending jobs are dropped."""
+        Job.update(state="done").where((Job.state == "pending") & Job.dedupe_key.endswith(f":{connection.id}")).execute()
+        log_sync("disconnect", "ok", doctor_id=connection.doctor_id)
+
+    # ---- the loop --------------------------------------------------------------------------------
+
+    def startup(self) -> list[str]:
+        """Checks before the first poll: add-ons (may raise RefuseToRun), template import, dead leases."""
+        released = jobs.release_dead_leases()
+        if released:
+            log.info("released %d jobs left by a stopped process", released)
+        warnings = self.check_addons()
+        try:
+            self.import_kivicare_template()
+        except KiviCareError as exc:
+            log.warning("could not read KiviCare's Google event template: %s", exc)
+        for connection in self._connections().values():
+            try:
+                self.refresh_doctor(connection.doctor_id)
+            except KiviCareError:
+                pass
+        return warnings
+
+    def sync_once(self, max_rounds: int = 20) -> PollReport:
+        """Poll once, then run jobs until none is due (conference re-checks included, bounded)."""
+        report = self.poll()
+        for _ in range(max_rounds):
+            ran = self.run_due_jobs()
+            upcoming = Job.select().where((Job.state == "pending")
+                                          & (Job.run_after <= utcnow() + CONFERENCE_RECHECK * 2)).count()
+            if not ran and not upcoming:
+                break
+            if not ran:
+                time.sleep(1)
+        return report

@@ -1,0 +1,78 @@
+"""The unattended bridge loop (``schedule``): poll KiviCare every ``poll_seconds``, run jobs in workers.
+
+A poll also runs at once when something asks for it (a doctor connected, a setting changed).
+KiviCare or Google being down never ends the loop: the poll logs and tries again next time, and
+jobs wait with backoff. Only ``RefuseToRun`` (another Google integration active) stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import schedule
+
+from .jobs import worker_id
+from .kivicare import KiviCareError
+
+log = logging.getLogger(__name__)
+
+
+class BridgeLoop:
+    """``BridgeLoop(runtime).start()`` runs in background threads; ``stop()`` ends them."""
+
+    def __init__(self, runtime, workers: int | None = None):
+        self.rt = runtime
+        self.bridge = runtime.bridge
+        self.workers = workers or int(runtime.cfg.get("bridge.workers"))
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.scheduler = schedule.Scheduler()
+        self.work_available = threading.Event()
+
+    def start(self) -> None:
+        self.scheduler.every(int(self.rt.cfg.get("bridge.poll_seconds"))).seconds.do(self.poll)
+        self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
+        for n in range(self.workers):
+            self.threads.append(threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True))
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self.stopping.set()
+        self.rt.poll_requested.set()
+        self.work_available.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def poll(self) -> None:
+        try:
+            report = self.bridge.poll()
+            log.info("poll: %d appointments listed, %d fetched, %d skipped, %d deleted, %d jobs queued",
+                     report.listed, report.fetched, report.rejected, report.deleted, report.enqueued)
+            if report.enqueued:
+                self.work_available.set()
+        except KiviCareError as exc:
+            log.warning("KiviCare could not be read; nothing changed, trying again: %s", exc)
+        except Exception:  # the loop must outlive any bug in one poll
+            log.exception("poll failed")
+
+    def _poller(self) -> None:
+        self.poll()
+        while not self.stopping.is_set():
+            self.scheduler.run_pending()
+            if self.rt.poll_requested.wait(timeout=1.0) and not self.stopping.is_set():
+                self.rt.poll_requested.clear()
+                self.poll()
+
+    def _worker(self) -> None:
+        name = worker_id(threading.current_thread().name)
+        while not self.stopping.is_set():
+            try:
+                ran = self.bridge.run_due_jobs(name)
+            except Exception:  # e.g. the database briefly locked; try again shortly
+                log.exception("worker error")
+                ran = 0
+            if not ran:
+                self.work_available.wait(timeout=1.0)
+                self.work_available.clear()

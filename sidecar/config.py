@@ -78,9 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "port", 8300, int, label="Listen port"),
     Setting("web", "public_url", "http://127.0.0.1:8300", label="Public URL",
             help="How browsers reach the sidecar; the Google redirect URI is built from it (HTTPS in production)."),
-    Setting("sync", "event_template", "kivicare", label="Event text",
-            help="kivicare: KiviCare's own Google event template (no patient name); detailed: 'Patient: name' "
-                 "with service, doctor, status and location; custom: the title and description below."),
+    Setting("sync", "event_template", "template", label="Event text",
+            help="template: the title and description below (initially KiviCare's own Google event template, "
+                 "no patient name); detailed: 'Patient: name' with service, doctor, status and location."),
     Setting("sync", "title_template", "{{service_name}}", label="Custom title"),
     Setting("sync", "description_template", "Appointment with patient at {{clinic_name}}", label="Custom description"),
     Setting("sync", "telemedicine_services", [], list, label="Telemedicine services",

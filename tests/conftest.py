@@ -1,0 +1,97 @@
+"""Shared fixtures: the two sandboxes on loopback, a runtime on a real SQLite file, a connected doctor.
+
+Everything real: the KiviCare and Google sandboxes are HTTP servers in this process; the sidecar
+talks to them through requests, google-api-python-client and google-auth-oauthlib.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from sidecar.calendars.google_oauth import authorization_url, finish_authorization
+from sidecar.config import Config
+from sidecar.connections import choose_calendar, complete_authorization
+from sidecar.runtime import Runtime
+
+ANNA, MARC, SOFIA = 3, 4, 8
+EMAILS = {ANNA: "anna.schmidt@riverside-clinic.test", MARC: "marc.dubois@riverside-clinic.test",
+          SOFIA: "sofia.rossi@riverside-clinic.test"}
+ONLINE_FOLLOW_UP = 3  # kc_services id the admin marks as telemedicine in the sandbox seed
+
+
+@pytest.fixture
+def kivicare():
+    from sandbox.kivicare import KiviCareSandbox
+    sandbox = KiviCareSandbox()
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def google():
+    from sandbox.google import GoogleSandbox
+    sandbox = GoogleSandbox(conference_pending_reads=1)
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+def sandbox_settings(kivicare, google, tmp_path, **extra) -> dict:
+    """Overrides wiring the sidecar to the two sandboxes, a temp database and key file."""
+    settings = {
+        "kivicare.base_url": kivicare.base_url, "kivicare.username": kivicare.username,
+        "kivicare.app_password": kivicare.app_password,
+        "google.client_id": google.client_id, "google.client_secret": google.client_secret,
+        "google.auth_uri": google.auth_uri, "google.token_uri": google.token_uri,
+        "google.revoke_uri": google.revoke_uri, "google.api_endpoint": google.api_endpoint,
+        "database.url": f"sqlite:///{tmp_path}/sidecar.db", "security.key_file": str(tmp_path / "sidecar.key"),
+        "web.public_url": "http://127.0.0.1:8300",
+    }
+    settings.update(extra)
+    return settings
+
+
+@pytest.fixture
+def make_runtime(kivicare, google, tmp_path):
+    """``make_runtime(**overrides) -> Runtime`` on the sandboxes (telemedicine: Online Follow-up)."""
+    def make(**extra):
+        extra.setdefault("sync.telemedicine_services", [ONLINE_FOLLOW_UP])
+        return Runtime(Config(None, environ={}, overrides=sandbox_settings(kivicare, google, tmp_path, **extra)))
+    return make
+
+
+@pytest.fixture
+def runtime(make_runtime):
+    return make_runtime()
+
+
+def connect(runtime, google, doctor_id: int, calendar: str = "Clinic appointments"):
+    """Connect a doctor through the real OAuth code flow (PKCE) against the Google sandbox."""
+    email = EMAILS[doctor_id]
+    google.auto_approve(email)
+    url = authorization_url(runtime.cfg, runtime.box, doctor_id)
+    answer = requests.get(url, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text[:300]
+    query = parse_qs(urlparse(answer.headers["Location"]).query)
+    doctor, credentials = finish_authorization(runtime.cfg, runtime.box, state=query["state"][0],
+                                               code=query["code"][0])
+    connection = complete_authorization(runtime, doctor, credentials)
+    calendar_id = email if calendar == "primary" else google.calendar_id(email, calendar)
+    return choose_calendar(runtime, connection, calendar_id)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    # Loopback only: a proxy variable from the environment must never route sandbox traffic.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    yield
+
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

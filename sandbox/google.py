@@ -1,0 +1,2134 @@
+"""A faithful local stand-in for Google OAuth 2.0 and Google Calendar API v3.
+
+What it is
+----------
+A Flask app served by werkzeug on loopback (``GoogleSandbox.start()``), stateful in
+memory and thread-safe (one lock around all state). Tests and the demo talk to it
+through the *production* client stack, never by patching our code:
+
+* google-api-python-client::
+
+      build("calendar", "v3", credentials=creds, static_discovery=True,
+            cache_discovery=False, client_options={"api_endpoint": sb.api_endpoint})
+
+  ``api_endpoint`` must end in ``/calendar/v3/`` (NOTES.md 2.2).
+* google-auth-oauthlib::
+
+      Flow.from_client_config({"web": {"client_id": sb.client_id, "client_secret": sb.client_secret,
+                                       "auth_uri": sb.auth_uri, "token_uri": sb.token_uri,
+                                       "redirect_uris": [REDIRECT]}}, scopes=..., redirect_uri=REDIRECT)
+
+  over plain http, so ``OAUTHLIB_INSECURE_TRANSPORT=1`` (and, for granular consent,
+  ``OAUTHLIB_RELAX_TOKEN_SCOPE=1``) must be set by the caller.
+
+Which facts of /work/shared/google/NOTES.md it follows
+-------------------------------------------------------
+OAuth ("OAuth flow against a local server"):
+
+* ``GET /o/oauth2/auth`` takes ``response_type=code, client_id, redirect_uri, scope, state,
+  code_challenge, code_challenge_method (S256|plain), access_type, prompt,
+  include_granted_scopes, login_hint``. Bad client/redirect/scope → an HTML error page
+  (400, or 401 invalid_client) as Google shows, never a redirect. Otherwise a plain HTML
+  consent page (no JavaScript; account radio buttons, one checkbox per requested scope,
+  "Allow"/"Cancel"), or an immediate 302 when ``auto_approve(email)`` is set. The callback
+  carries ``code, state, scope, authuser, prompt`` like Google's; Cancel →
+  ``error=access_denied&state=…``.
+* ``POST /token`` accepts client authentication by HTTP Basic (requests-oauthlib's
+  ``fetch_token``) *and* by form fields (google-auth's refresh). PKCE is enforced when the
+  authorization request carried a ``code_challenge``: a missing verifier is 400
+  ``{"error":"invalid_grant","error_description":"Missing code verifier."}`` (what Google
+  answers, and what a Flow rebuilt without the saved verifier runs into). Codes are
+  single-use and expire after 10 minutes; ``redirect_uri`` must match.
+  Response: ``{access_token, expires_in, scope, token_type:"Bearer"[, refresh_token]}``.
+* A refresh token is issued only with ``access_type=offline`` *and* only when the user
+  consents again (``prompt=consent``) or has no live offline grant for this client yet —
+  the real "no refresh_token on the second connect" trap. An account keeps at most 100
+  live refresh tokens per client; the oldest is silently invalidated.
+* ``grant_type=refresh_token`` → a new access token (no new refresh token). A ``scope``
+  parameter may name only scopes of the original authorization request: scopes that were
+  requested but not granted (granular consent) are dropped, as Google does (google-auth
+  then only logs a warning); a scope never requested → 400 ``invalid_scope: Bad Request``.
+  Revoked/dead → 400 ``{"error":"invalid_grant","error_description":"Token has been
+  expired or revoked."}`` which google-auth raises as ``google.auth.exceptions.RefreshError``.
+* Wrong client secret → 401 ``{"error":"invalid_client","error_description":"Unauthorized"}``.
+* ``POST /revoke?token=…`` (or form ``token``) revokes the whole grant (refresh token
+  and every access token minted from it) → 200 ``{}``; unknown → 400 ``invalid_token``.
+* Granular consent: unchecking scopes on the consent page, or ``grant_only([...])``, grants
+  a subset; the token response ``scope`` says what was granted. ``include_granted_scopes``
+  adds what the account granted this client before (a superset, NOTES 3.1).
+
+Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them):
+
+* ``Authorization: Bearer`` (or ``oauth_token=``) is required. Missing → 401 reason
+  ``required`` ("Login Required."), unknown/expired/revoked → 401 reason ``authError``
+  ("Invalid Credentials"), both with ``WWW-Authenticate``; googleapiclient then refreshes
+  once and retries (NOTES 2.2). Scopes are checked per method against the scopes the
+  discovery document lists (e.g. ``calendar`` or ``calendar.events`` for writes,
+  ``calendar.readonly`` for reads) → 403 ``insufficientPermissions``.
+* Error bodies: ``{"error": {"code", "message", "errors": [{"domain", "reason",
+  "message"[, "location", "locationType"]}], "status"}}``. ``status`` is the canonical
+  gRPC name where one maps (400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403
+  PERMISSION_DENIED, 404 NOT_FOUND, 409 ALREADY_EXISTS, 429 RESOURCE_EXHAUSTED, 500
+  INTERNAL, 503 UNAVAILABLE) and is left out for 410 and 412, which have none. No
+  ``details`` key is sent, so ``HttpError.error_details`` is the ``errors`` list (real
+  Google sometimes adds ``details``, which googleapiclient then prefers: read the
+  reason from the body, not only from ``error_details``).
+* Routes: ``users/me/calendarList`` (list, get), ``calendars/{id}`` (get),
+  ``calendars/{id}/events`` (list, insert), ``calendars/{id}/events/{eventId}`` (get,
+  patch, update, delete). ``primary`` is the account's email, as on Google.
+  Other paths → 404 notFound.
+* Strict request checks from the Calendar discovery document that ships with
+  google-api-python-client (``googleapiclient/discovery_cache/documents/calendar.v3.json``),
+  because the client library validates no bodies (NOTES 2.2): an unknown property of
+  Event (top level or nested), a JSON value of the wrong type, or a query parameter
+  the method does not declare → 400 with a clear message. Real Google ignores some of
+  these; being stricter here catches our typos. Enum parameters (``sendUpdates``,
+  ``orderBy``, ``minAccessRole``) and integer ranges are checked too.
+* Event ids: client ids must be base32hex ``[a-v0-9]``, 5..1024 chars, else 400 reason
+  ``invalid`` "Invalid resource id value."; an id that exists on the calendar (even
+  cancelled) → 409 reason ``duplicate`` "The requested identifier already exists."
+  Generated ids are 26 base32hex chars.
+* Every event carries ``kind, etag`` (quoted, changes on every write), ``id, status,
+  htmlLink, created, updated`` (RFC 3339 UTC with milliseconds), ``creator, organizer
+  {email, self}``, ``iCalUID`` (``id@google.com``), ``sequence``, ``reminders``
+  (default ``{"useDefault": true}``), ``eventType`` ("default").
+* ``If-Match`` on patch/update/delete → 412 ``conditionNotMet`` when it differs (``*``
+  matches); ``If-None-Match`` equal to the etag on get → 304.
+* Delete → 204 with an empty body. The event stays as a tombstone with status
+  ``cancelled``: get still returns it (full data, status cancelled); insert of that id →
+  409; patch/update can set status back to ``confirmed``; a second delete → 410 reason
+  ``deleted`` "Resource has been deleted"; an unknown id → 404 ``notFound``.
+  events.list returns tombstones only with ``showDeleted=true``, ``updatedMin`` or a
+  ``syncToken``, and then — like Google often does — as a bare
+  ``{kind, etag, id, status:"cancelled", updated}``: parsers must not need start/end.
+* Patch: top-level fields merge; nested objects merge key-wise (so
+  ``extendedProperties.private`` keys merge, and turning a timed event into an all-day one
+  needs ``"dateTime": null``); ``null`` deletes a field or key; lists replace. Update
+  replaces every writable field. Read-only fields in a body (etag, created, htmlLink …)
+  are ignored, so a body copied from a get can be sent back.
+* start/end: ``{dateTime (RFC 3339 with offset, or local time + timeZone), timeZone?}``
+  or ``{date}``; both of one kind; ``end > start`` else 400 reason ``timeRangeEmpty``
+  "The specified time range is empty."; a local dateTime without ``timeZone`` → 400
+  "Missing time zone definition for start time.". Responses render ``dateTime`` the way
+  Google does: the same instant, written in the event's ``timeZone`` if it has one,
+  else in the calendar's time zone (or the ``timeZone`` query parameter of get/list),
+  ``Z`` for UTC, seconds precision. So ``"…T09:00:00Z"`` may come back as
+  ``"…T11:00:00+02:00"``: compare instants, never strings. ``date`` comes back as given.
+* Meet (NOTES "Meet creation"): with ``conferenceDataVersion=1`` and
+  ``conferenceData.createRequest{requestId, conferenceSolutionKey{type:"hangoutsMeet"}}``
+  the event gets a *pending* conference (``createRequest.status.statusCode`` "pending",
+  no entryPoints). After ``conference_pending_reads`` reads of that event (get, or a
+  list page containing it) it becomes ``success``: ``conferenceId`` "abc-defg-hij",
+  ``entryPoints[{entryPointType:"video", uri:"https://meet.google.com/abc-defg-hij",
+  label}]``, ``conferenceSolution{key{type}, name:"Google Meet", iconUri}`` and
+  top-level ``hangoutLink``. That completion is a change (new etag/updated, seen by
+  incremental sync), as Google finishing the conference asynchronously is.
+  ``conference_pending_reads=0`` → ready in the insert response. ``conference_outcome
+  ("failure")`` makes the next ones end in ``failure`` (no entry points). Without
+  ``conferenceDataVersion=1`` any conferenceData in a body is ignored (a classic bug).
+  The same ``requestId`` as the event's last one → the request is ignored. Patch with
+  ``conferenceData: null`` (version 1), or update without conferenceData (version 1),
+  removes the conference and ``hangoutLink``. Another solution type → 400 "Invalid
+  conference type value.".
+* events.list: ``timeMin``/``timeMax`` (overlap: end > timeMin and start < timeMax; both
+  must carry an offset), ``showDeleted``, ``singleEvents`` (accepted; recurrences are
+  *not* expanded), ``orderBy`` (``startTime`` needs ``singleEvents=true``), ``q``,
+  ``iCalUID``, ``updatedMin``, ``eventTypes``, ``privateExtendedProperty`` /
+  ``sharedExtendedProperty`` ("key=value", repeatable; constraints of one parameter are
+  OR'ed as NOTES.md says — the events.list reference says AND, so never send two and
+  rely on either), ``maxResults`` (default 250, at most 2500), ``pageToken`` /
+  ``nextPageToken`` (the rest of the query must stay the same, else 400),
+  ``nextSyncToken`` only on the last page; ``syncToken`` returns what changed since (always
+  with tombstones), may not be combined with iCalUID/orderBy/*ExtendedProperty/q/timeMin/
+  timeMax/updatedMin (400) nor ``showDeleted=false``, and an unknown or invalidated token
+  → 410 reason ``fullSyncRequired``. Response: ``kind, etag, summary, description,
+  updated, timeZone, accessRole, defaultReminders, items, nextPageToken|nextSyncToken``.
+* ``fields=`` partial responses (``items(id,status),nextSyncToken``) are applied.
+* ``sendUpdates`` (all/externalOnly/none) is accepted and logged; attendees are stored
+  (``responseStatus`` defaults to "needsAction"; the calendar owner gets
+  ``self``/``organizer``); no invitations are sent and no attendee copies are made.
+* Faults: ``set_down(True)`` → API and token endpoint answer 503 (API: reason
+  ``backendError``); ``fail_next(n, status, reason)`` → the next n API requests fail
+  (500/503 backendError, 429 or 403 rateLimitExceeded / userRateLimitExceeded /
+  quotaExceeded with domain ``usageLimits``, anything else with domain ``global``).
+
+Public API (Python)
+-------------------
+``GoogleSandbox(*, client_id=…, client_secret=…, token_ttl=3600, conference_pending_reads=1,
+now=None, redirect_uris=None, seed=True)``; ``app``; ``start(host, port) -> base_url``;
+``stop()``; ``base_url, auth_uri, token_uri, revoke_uri, api_endpoint``;
+``client_config(redirect_uri)``; ``add_account(email, *, calendars, timezone, name)``;
+``add_calendar(email, summary, role, timezone) -> id``; ``calendar_id(email, summary)``;
+``calendars(email)``; ``auto_approve(email|None)``; ``grant_only(scopes|None)``;
+``revoke(email)``; ``expire_access_tokens()``; ``advance(seconds)``;
+``events(calendar_id, include_cancelled=True)``; ``event(calendar_id, event_id)``;
+``user_insert / user_patch / user_delete`` (the doctor editing in Google's UI);
+``kill_on_insert(pid)``; ``set_down(down)``; ``fail_next(n, status, reason)``;
+``conference_outcome(outcome)``; ``invalidate_sync_tokens()``; ``requests``;
+``reset_requests()``; ``reset()``.
+
+The same admin actions over HTTP (JSON bodies, no auth; answers ``{"ok": true}`` unless
+said otherwise; a bad body → 400 ``{"ok": false, "error"}``), for subprocesses and the demo:
+
+=========================================  ==============================================
+``GET    /__sandbox__/state``                urls, client id/secret, knobs, ``accounts``
+                                             ``[{email, name, timeZone, calendars[...]}]``
+``POST   /__sandbox__/accounts``             ``{email, calendars?: [[summary, role]],
+                                             timezone?, name?}`` → ``{calendars}``
+``POST   /__sandbox__/calendars``            ``{email, summary, role?, timezone?}`` → ``{id}``
+``POST   /__sandbox__/auto_approve``         ``{email: str | null}``
+``POST   /__sandbox__/grant_only``           ``{scopes: [str] | null}``
+``POST   /__sandbox__/revoke``               ``{email}``
+``POST   /__sandbox__/expire_access_tokens``
+``POST   /__sandbox__/advance``              ``{seconds}``
+``GET    /__sandbox__/events``               ``?calendar_id=…&include_cancelled=true`` →
+                                             ``{items}``
+``POST   /__sandbox__/user_events/{cal}``    Event body → the event (owner edits in Google)
+``PATCH  /__sandbox__/user_events/{cal}/{id}``  patch body → the event
+``DELETE /__sandbox__/user_events/{cal}/{id}``
+``POST   /__sandbox__/kill_on_insert``       ``{pid}``
+``POST   /__sandbox__/down``                 ``{down: bool}``
+``POST   /__sandbox__/fail_next``            ``{n, status?, reason?}``
+``POST   /__sandbox__/conference_outcome``   ``{outcome: "success" | "failure"}``
+``POST   /__sandbox__/invalidate_sync_tokens``
+``GET    /__sandbox__/requests``             ``{requests: [...]}``; ``DELETE`` clears the log
+``POST   /__sandbox__/reset``                back to a freshly seeded sandbox
+=========================================  ==============================================
+
+Standalone: ``python -m sandbox.google --port 8089`` prints the URLs, client id/secret and
+seeded accounts, then serves until interrupted.
+
+Not reproduced: recurrence expansion (``singleEvents`` is accepted but recurring events are
+returned unexpanded), events.watch / push notifications, freeBusy, batch requests,
+attendee copies on other calendars, ``id_token`` for ``openid``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import html
+import importlib.util
+import json
+import os
+import re
+import secrets
+import signal
+import string
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit, parse_qsl
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask, Response, g, redirect, request
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+__all__ = ["GoogleSandbox", "SEEDED_ACCOUNTS", "SCOPE_CALENDAR", "SCOPE_EVENTS", "SCOPE_READONLY"]
+
+SCOPE_CALENDAR = "https://www.googleapis.com/auth/calendar"
+SCOPE_EVENTS = "https://www.googleapis.com/auth/calendar.events"
+SCOPE_READONLY = "https://www.googleapis.com/auth/calendar.readonly"
+
+#: (email, time zone) of the accounts every sandbox starts with (``seed=True``).
+SEEDED_ACCOUNTS = (
+    ("anna.schmidt@riverside-clinic.test", "Europe/Paris"),
+    ("marc.dubois@riverside-clinic.test", "Europe/Paris"),
+    ("sofia.rossi@riverside-clinic.test", "America/New_York"),
+)
+
+# Sign-in scopes Google accepts besides the API scopes of the discovery document; the
+# short forms come back expanded in the token response, as on Google.
+_SIGNIN_SCOPES = {
+    "openid": "openid",
+    "email": "https://www.googleapis.com/auth/userinfo.email",
+    "profile": "https://www.googleapis.com/auth/userinfo.profile",
+    "https://www.googleapis.com/auth/userinfo.email": "https://www.googleapis.com/auth/userinfo.email",
+    "https://www.googleapis.com/auth/userinfo.profile": "https://www.googleapis.com/auth/userinfo.profile",
+}
+
+_BASE32HEX = set("abcdefghijklmnopqrstuv0123456789")
+_CODE_TTL = 600  # seconds an authorization code lives
+_MAX_REFRESH_TOKENS = 100  # per account and client, oldest silently invalidated
+_ROLE_RANK = {"freeBusyReader": 0, "reader": 1, "writerWithoutPrivateAccess": 2, "writer": 2, "owner": 3}
+_COLORS = [("14", "#9fe1e7"), ("11", "#fbe983"), ("7", "#42d692"), ("3", "#f83a22"), ("9", "#7bd148")]
+_MEET_ICON = ("https://fonts.gstatic.com/s/i/productlogos/meet_2020q4/v6/web-512dp/"
+              "logo_meet_2020q4_color_2x_web_512dp.png")
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED",
+                 500: "INTERNAL", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+# Fields the server owns: ignored when a client sends them back.
+_READ_ONLY = {"kind", "etag", "id", "htmlLink", "created", "updated", "creator", "organizer",
+              "iCalUID", "sequence", "hangoutLink", "recurringEventId", "privateCopy", "locked",
+              "conferenceData", "attendeesOmitted"}
+_SYNC_EXCLUSIVE = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty",
+                   "timeMin", "timeMax", "updatedMin")
+
+
+# --------------------------------------------------------------------------- errors
+
+class ApiError(Exception):
+    """A Calendar API error, rendered as Google's JSON error body.
+
+    ``code`` is the HTTP status; ``reason``/``message``/``domain`` fill ``errors[0]``.
+    """
+
+    def __init__(self, code: int, reason: str, message: str, *, domain: str = "global",
+                 location: str | None = None, location_type: str | None = None,
+                 top_message: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.domain = code, reason, message, domain
+        self.location, self.location_type = location, location_type
+        self.top_message = top_message or message
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        err = {"domain": self.domain, "reason": self.reason, "message": self.message}
+        if self.location:
+            err["location"] = self.location
+            err["locationType"] = self.location_type or "parameter"
+        out: dict[str, Any] = {"code": self.code, "message": self.top_message, "errors": [err]}
+        if self.code in _STATUS_NAMES:
+            out["status"] = _STATUS_NAMES[self.code]
+        return {"error": out}
+
+    def response(self) -> Response:
+        resp = Response(json.dumps(self.body(), indent=2), status=self.code,
+                        mimetype="application/json")
+        for k, v in self.headers.items():
+            resp.headers[k] = v
+        return resp
+
+
+class OAuthError(Exception):
+    """A token/revoke endpoint error: ``{"error", "error_description"}``."""
+
+    def __init__(self, status: int, error: str, description: str):
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+    def response(self) -> Response:
+        return Response(json.dumps({"error": self.error, "error_description": self.description}),
+                        status=self.status, mimetype="application/json")
+
+
+class _AuthPageError(Exception):
+    """An error Google shows on its own page instead of redirecting (bad client, redirect …)."""
+
+    def __init__(self, status: int, error: str, description: str):
+        super().__init__(description)
+        self.status, self.error, self.description = status, error, description
+
+
+def _bad(message: str, reason: str = "invalid", **kw) -> ApiError:
+    return ApiError(400, reason, message, **kw)
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "notFound", "Not Found")
+
+
+_FAULT_MESSAGES = {
+    "backendError": ("global", "Backend Error"),
+    "rateLimitExceeded": ("usageLimits", "Rate Limit Exceeded"),
+    "userRateLimitExceeded": ("usageLimits", "User Rate Limit Exceeded"),
+    "quotaExceeded": ("usageLimits", "Calendar usage limits exceeded."),
+    "forbiddenForNonOrganizer": ("calendar", "Shared properties can only be changed by the organizer of the event."),
+    "internalError": ("global", "Internal Error"),
+}
+
+
+def _fault(status: int, reason: str) -> ApiError:
+    domain, message = _FAULT_MESSAGES.get(reason, ("global", reason))
+    return ApiError(status, reason, message, domain=domain)
+
+
+# --------------------------------------------------------------------------- time helpers
+
+def _rfc3339_ms(ts: float) -> str:
+    """UTC RFC 3339 with milliseconds, as Google writes ``updated``/``created``."""
+    dt = datetime.fromtimestamp(ts, timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _parse_rfc3339(value: str) -> datetime | None:
+    """Parse an RFC 3339 timestamp; returns an aware datetime, a naive one when the
+    string has no offset, or None when it is not a timestamp at all."""
+    if not isinstance(value, str) or not re.fullmatch(
+            r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|z|[+-]\d{2}:\d{2})?", value):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        return None
+
+
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return None
+
+
+def _render_instant(ts: float, tz_name: str) -> str:
+    """Write an instant the way Google does: in ``tz_name``, seconds precision, Z for UTC."""
+    dt = datetime.fromtimestamp(int(ts), _zone(tz_name) or timezone.utc)
+    if dt.utcoffset() == timedelta(0):
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.isoformat(timespec="seconds")
+
+
+def _random_base32hex(n: int) -> str:
+    alphabet = "0123456789abcdefghijklmnopqrstuv"
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+# --------------------------------------------------------------------------- discovery document
+
+def _load_discovery() -> dict | None:
+    """The Calendar v3 discovery document shipped with google-api-python-client."""
+    spec = importlib.util.find_spec("googleapiclient")
+    if not spec or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "discovery_cache/documents/calendar.v3.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+class _Discovery:
+    """Method parameters, scopes and schema checks from the discovery document."""
+
+    _TYPE_NAMES = {"string": "TYPE_STRING", "integer": "TYPE_INT32", "boolean": "TYPE_BOOL",
+                   "number": "TYPE_DOUBLE", "array": "TYPE_MESSAGE", "object": "TYPE_MESSAGE"}
+
+    def __init__(self, doc: dict | None):
+        self.doc = doc
+        self.schemas = doc["schemas"] if doc else {}
+        self.global_params = doc["parameters"] if doc else {}
+        self.scope_descriptions = ({k: v["description"] for k, v in doc["auth"]["oauth2"]["scopes"].items()}
+                                   if doc else {SCOPE_CALENDAR: "Google Calendar", SCOPE_EVENTS: "Events",
+                                                SCOPE_READONLY: "Read-only"})
+
+    def method(self, resource: str, name: str) -> dict | None:
+        if not self.doc:
+            return None
+        return self.doc["resources"][resource]["methods"][name]
+
+    def check_query(self, method_id: str, method: dict | None, args) -> None:
+        """400 for undeclared query parameters and badly typed values."""
+        if method is None:
+            return
+        declared = {k: v for k, v in method["parameters"].items() if v.get("location") == "query"}
+        declared.update(self.global_params)
+        for key in args.keys():
+            spec = declared.get(key)
+            if spec is None:
+                raise _bad(f"Unknown query parameter '{key}' for {method_id}.", "invalidParameter",
+                           location=key, location_type="parameter")
+            values = args.getlist(key)
+            if len(values) > 1 and not spec.get("repeated"):
+                raise _bad(f"Parameter '{key}' may be given only once.", "invalidParameter",
+                           location=key, location_type="parameter")
+            for v in values:
+                self._check_param_value(key, spec, v)
+
+    @staticmethod
+    def _check_param_value(key: str, spec: dict, v: str) -> None:
+        kind = spec.get("type")
+        if kind == "integer":
+            if not re.fullmatch(r"[-+]?\d+", v):
+                raise _bad(f"Invalid value '{v}'. Values must match the following regular expression: "
+                           "'[-+]?\\d+'", "invalidParameter", location=key, location_type="parameter")
+            lo, hi = spec.get("minimum"), spec.get("maximum")
+            if (lo is not None and int(v) < int(lo)) or (hi is not None and int(v) > int(hi)):
+                raise _bad(f"Invalid value '{v}'. Values must be within the range: [{lo}, {hi}]",
+                           "invalidParameter", location=key, location_type="parameter")
+        elif kind == "boolean" and v not in ("true", "false"):
+            raise _bad(f"Invalid boolean value: '{v}'.", "invalidBoolean", location=key,
+                       location_type="parameter")
+        if "enum" in spec and v not in spec["enum"]:
+            raise _bad(f"Invalid value '{v}' for parameter '{key}'. Allowed: {', '.join(spec['enum'])}.",
+                       "invalidParameter", location=key, location_type="parameter")
+
+    def check_body(self, value: Any, schema_name: str) -> None:
+        """400 for unknown properties and wrong JSON types (``null`` is always allowed)."""
+        if not self.doc:
+            return
+        self._check(value, {"$ref": schema_name}, "resource")
+
+    def _check(self, value: Any, schema: dict, path: str) -> None:
+        if value is None:
+            return
+        if "$ref" in schema:
+            schema = self.schemas[schema["$ref"]]
+        kind = schema.get("type", "object")
+        if kind == "any":
+            return
+        if kind == "object":
+            if not isinstance(value, dict):
+                raise self._type_error(path, "TYPE_MESSAGE", value)
+            props = schema.get("properties", {})
+            extra = schema.get("additionalProperties")
+            for k, v in value.items():
+                if k in props:
+                    self._check(v, props[k], f"{path}.{k}")
+                elif extra is not None:
+                    self._check(v, extra, f"{path}[{k}]")
+                else:
+                    raise _bad(f"Invalid JSON payload received. Unknown name \"{k}\" at '{path}': "
+                               "Cannot find field.", "invalid", location=f"{path}.{k}",
+                               location_type="body")
+        elif kind == "array":
+            if not isinstance(value, list):
+                raise self._type_error(path, "TYPE_MESSAGE", value)
+            for i, item in enumerate(value):
+                self._check(item, schema.get("items", {"type": "any"}), f"{path}[{i}]")
+        elif kind == "string":
+            if not isinstance(value, str):
+                raise self._type_error(path, "TYPE_STRING", value)
+        elif kind == "integer":
+            ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, str) and re.fullmatch(r"-?\d+", value))
+            if not ok:
+                raise self._type_error(path, "TYPE_INT32", value)
+        elif kind == "boolean":
+            if not isinstance(value, bool):
+                raise self._type_error(path, "TYPE_BOOL", value)
+        elif kind == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self._type_error(path, "TYPE_DOUBLE", value)
+
+    @staticmethod
+    def _type_error(path: str, type_name: str, value: Any) -> ApiError:
+        return _bad(f"Invalid value at '{path}' ({type_name}), {json.dumps(value)}", "invalid",
+                    location=path, location_type="body")
+
+
+# --------------------------------------------------------------------------- fields= partial responses
+
+def _parse_fields(spec: str) -> dict:
+    """Parse a ``fields`` selector into a tree {name: subtree | None (= everything)}."""
+    pos = 0
+
+    def merge(tree: dict, parts: list[str], sub: dict | None) -> None:
+        head, rest = parts[0].strip(), parts[1:]
+        if not head:
+            raise ValueError("empty field name")
+        if head in tree and tree[head] is None:
+            return  # already selected whole
+        if rest:
+            merge(tree.setdefault(head, {}), rest, sub)
+        elif sub is None:
+            tree[head] = None
+        elif head in tree:
+            for k, v in sub.items():
+                merge(tree[head], [k], v)
+        else:
+            tree[head] = sub
+
+    def parse_list() -> dict:
+        nonlocal pos
+        tree: dict = {}
+        while True:
+            start = pos
+            while pos < len(spec) and spec[pos] not in ",()":
+                pos += 1
+            path = spec[start:pos].strip()
+            sub = None
+            if pos < len(spec) and spec[pos] == "(":
+                pos += 1
+                sub = parse_list()
+                if pos >= len(spec) or spec[pos] != ")":
+                    raise ValueError("unbalanced parentheses")
+                pos += 1
+            merge(tree, path.split("/"), sub)
+            if pos < len(spec) and spec[pos] == ",":
+                pos += 1
+                continue
+            return tree
+
+    tree = parse_list()
+    if pos != len(spec):
+        raise ValueError("unexpected character")
+    return tree
+
+
+def _apply_fields(obj: Any, tree: dict | None) -> Any:
+    if tree is None:
+        return obj
+    if isinstance(obj, list):
+        return [_apply_fields(x, tree) for x in obj]
+    if isinstance(obj, dict):
+        if "*" in tree:
+            return obj
+        return {k: _apply_fields(obj[k], sub) for k, sub in tree.items() if k in obj}
+    return obj
+
+
+# --------------------------------------------------------------------------- state
+
+@dataclass
+class _Event:
+    data: dict                      # stored resource (start/end as given; conference as it is now)
+    seq: int                        # global change counter at the last write
+    start_ts: float
+    end_ts: float
+    updated_ts: float
+    pending_reads: int = 0          # reads left before a pending conference completes
+    last_request_id: str | None = None
+
+
+@dataclass
+class _Calendar:
+    id: str
+    owner: str
+    summary: str
+    time_zone: str
+    access_role: str
+    primary: bool
+    color: tuple[str, str]
+    events: dict[str, _Event] = field(default_factory=dict)
+    updated_ts: float = 0.0
+
+
+@dataclass
+class _Account:
+    email: str
+    name: str
+    time_zone: str
+    calendar_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Grant:
+    id: str
+    email: str
+    client_id: str
+    requested: list[str]
+    granted: list[str]
+    refresh_token: str | None
+    created: float
+    revoked: bool = False
+
+
+@dataclass
+class _AccessToken:
+    token: str
+    grant_id: str
+    email: str
+    scopes: list[str]
+    expires_at: float
+    expired: bool = False
+
+
+def _merge_patch(target: dict, patch: dict) -> None:
+    """Patch semantics: dicts merge key-wise, ``None`` deletes, anything else replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_patch(target[key], value)
+        elif isinstance(value, dict):
+            fresh: dict = {}
+            _merge_patch(fresh, value)
+            target[key] = fresh
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """werkzeug handler without the per-request access log line (tests stay readable)."""
+
+    def log_request(self, *args, **kwargs) -> None:  # noqa: D401
+        pass
+
+
+# --------------------------------------------------------------------------- the sandbox
+
+class GoogleSandbox:
+    """Google OAuth 2.0 + Calendar API v3 on loopback, in memory.
+
+    Args:
+        client_id / client_secret: the only OAuth client the server knows.
+        token_ttl: access-token lifetime in seconds (``expires_in`` of token responses).
+        conference_pending_reads: reads of an event (get, or a list page holding it) after
+            which a pending Meet conference completes; 0 = ready in the insert response.
+        now: optional clock, a callable returning epoch seconds (float) or an aware
+            datetime; defaults to ``time.time``. ``advance(seconds)`` adds to it.
+        redirect_uris: allowed redirect URIs; None accepts any absolute http(s) URI.
+        seed: add the three SEEDED_ACCOUNTS (each with primary + "Clinic appointments").
+
+    Calendar ids: an account's primary calendar id is its email; other calendars get
+    ``calendar_id(email, summary)`` = ``c_<26 hex>@group.calendar.google.com``
+    (deterministic, so tests and the demo can name them).
+    """
+
+    def __init__(self, *, client_id: str = "sandbox-client-id.apps.googleusercontent.com",
+                 client_secret: str = "sandbox-client-secret", token_ttl: int = 3600,
+                 conference_pending_reads: int = 1, now: Callable[[], Any] | None = None,
+                 redirect_uris: list[str] | None = None, seed: bool = True):
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.token_ttl = int(token_ttl)
+        self.conference_pending_reads = int(conference_pending_reads)
+        self.redirect_uris = list(redirect_uris) if redirect_uris else None
+        self._clock = now or time.time
+        self._offset = 0.0
+        self._lock = threading.RLock()
+        self._disc = _Discovery(_load_discovery())
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._base_url: str | None = None
+        self._seed = seed
+        self._init_state()
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------------ state & lifecycle
+
+    def _init_state(self) -> None:
+        self._accounts: dict[str, _Account] = {}
+        self._calendars: dict[str, _Calendar] = {}
+        self._grants: dict[str, _Grant] = {}
+        self._refresh: dict[str, str] = {}          # refresh token -> grant id
+        self._access: dict[str, _AccessToken] = {}
+        self._codes: dict[str, dict] = {}
+        self._consents: dict[str, dict] = {}        # pending consent pages, by txn id
+        self._seq = 0
+        self._sync_tokens: dict[str, tuple[str, int]] = {}
+        self._auto_email: str | None = None
+        self._grant_only: list[str] | None = None
+        self._down = False
+        self._fail: list[tuple[int, str]] = []
+        self._kill_pid: int | None = None
+        self._conference_outcome = "success"
+        self._log: list[dict] = []
+        if self._seed:
+            for email, tz in SEEDED_ACCOUNTS:
+                self.add_account(email, timezone=tz)
+
+    def _now(self) -> float:
+        value = self._clock()
+        if isinstance(value, datetime):
+            value = value.timestamp()
+        return float(value) + self._offset
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 = a free port) in a daemon thread; returns base_url."""
+        if self._server is not None:
+            return self._base_url  # type: ignore[return-value]
+        self._server = make_server(host, port, self.app, threaded=True, request_handler=_QuietHandler)
+        self._base_url = f"http://{host}:{self._server.server_port}"
+        # A short poll interval keeps stop() fast (shutdown waits for one poll).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="google-sandbox", daemon=True)
+        self._thread.start()
+        return self._base_url
+
+    def stop(self) -> None:
+        """Stop serving (idempotent). State is kept."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> "GoogleSandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` once started (RuntimeError before)."""
+        if not self._base_url:
+            raise RuntimeError("GoogleSandbox not started")
+        return self._base_url
+
+    @property
+    def auth_uri(self) -> str:
+        return self.base_url + "/o/oauth2/auth"
+
+    @property
+    def token_uri(self) -> str:
+        return self.base_url + "/token"
+
+    @property
+    def revoke_uri(self) -> str:
+        return self.base_url + "/revoke"
+
+    @property
+    def api_endpoint(self) -> str:
+        """What to pass as ``client_options={"api_endpoint": …}`` to ``build()``."""
+        return self.base_url + "/calendar/v3/"
+
+    def client_config(self, redirect_uri: str) -> dict:
+        """A ``Flow.from_client_config`` dict pointing at this sandbox."""
+        return {"web": {"client_id": self.client_id, "client_secret": self.client_secret,
+                        "auth_uri": self.auth_uri, "token_uri": self.token_uri,
+                        "redirect_uris": [redirect_uri]}}
+
+    # ------------------------------------------------------------------ accounts & calendars
+
+    @staticmethod
+    def calendar_id(email: str, summary: str) -> str:
+        """Deterministic id of a secondary calendar ``summary`` of ``email``."""
+        digest = hashlib.sha256(f"{email.lower()}/{summary}".encode()).hexdigest()[:26]
+        return f"c_{digest}@group.calendar.google.com"
+
+    def add_account(self, email: str, *, calendars=(("Clinic appointments", "writer"),),
+                    timezone: str = "Europe/Paris", name: str | None = None) -> None:
+        """Add (or extend) a Google account: its primary calendar (id = email, role owner)
+        plus ``calendars``, a sequence of ``(summary, access_role)``."""
+        if _zone(timezone) is None:
+            raise ValueError(f"unknown time zone {timezone!r}")
+        with self._lock:
+            acct = self._accounts.get(email)
+            if acct is None:
+                local = email.split("@")[0]
+                acct = _Account(email, name or " ".join(p.capitalize() for p in re.split(r"[._-]", local)),
+                                timezone)
+                self._accounts[email] = acct
+                self._new_calendar(acct, email, email, "owner", timezone, primary=True)
+            for summary, role in calendars:
+                self.add_calendar(email, summary, role)
+
+    def add_calendar(self, email: str, summary: str, role: str = "writer",
+                     timezone: str | None = None) -> str:
+        """Add a secondary calendar to an account; returns its id (idempotent)."""
+        if role not in _ROLE_RANK:
+            raise ValueError(f"unknown access role {role!r}")
+        with self._lock:
+            acct = self._accounts[email]
+            cid = self.calendar_id(email, summary)
+            if cid not in self._calendars:
+                self._new_calendar(acct, cid, summary, role, timezone or acct.time_zone, primary=False)
+            return cid
+
+    def _new_calendar(self, acct: _Account, cid: str, summary: str, role: str, tz: str,
+                      primary: bool) -> None:
+        color = _COLORS[len(acct.calendar_ids) % len(_COLORS)]
+        self._calendars[cid] = _Calendar(cid, acct.email, summary, tz, role, primary, color,
+                                         updated_ts=self._now())
+        acct.calendar_ids.append(cid)
+
+    def calendars(self, email: str) -> list[dict]:
+        """``[{id, summary, timeZone, accessRole, primary}]`` of an account."""
+        with self._lock:
+            return [{"id": c.id, "summary": c.summary, "timeZone": c.time_zone,
+                     "accessRole": c.access_role, "primary": c.primary}
+                    for c in (self._calendars[i] for i in self._accounts[email].calendar_ids)]
+
+    # ------------------------------------------------------------------ admin knobs
+
+    def auto_approve(self, email: str | None) -> None:
+        """When set, GET /o/oauth2/auth redirects at once with a code for ``email``
+        (all requested scopes, minus what ``grant_only`` withholds). None = consent page."""
+        with self._lock:
+            if email is not None and email not in self._accounts:
+                raise KeyError(email)
+            self._auto_email = email
+
+    def grant_only(self, scopes: list[str] | None) -> None:
+        """Granular consent: approvals from now on grant only ``scopes`` (∩ requested).
+        None restores "grant what was asked"."""
+        with self._lock:
+            self._grant_only = list(scopes) if scopes is not None else None
+
+    def revoke(self, email: str) -> None:
+        """The user removed our access: every grant of ``email`` dies — refresh gets 400
+        invalid_grant "Token has been expired or revoked.", access tokens get 401."""
+        with self._lock:
+            for grant in self._grants.values():
+                if grant.email == email:
+                    grant.revoked = True
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far now gets 401 from the API."""
+        with self._lock:
+            for tok in self._access.values():
+                tok.expired = True
+
+    def advance(self, seconds: float) -> None:
+        """Move the sandbox clock forward (token expiry, ``updated`` stamps)."""
+        with self._lock:
+            self._offset += float(seconds)
+
+    def kill_on_insert(self, pid: int) -> None:
+        """One-shot: after the next events.insert is stored, SIGKILL ``pid`` before replying."""
+        with self._lock:
+            self._kill_pid = int(pid)
+
+    def set_down(self, down: bool) -> None:
+        """Outage: API → 503 backendError, token endpoint → 503 while ``down``."""
+        with self._lock:
+            self._down = bool(down)
+
+    def fail_next(self, n: int, status: int = 500, reason: str = "backendError") -> None:
+        """The next ``n`` API requests fail with ``status``/``reason`` (e.g. 403 or 429
+        ``rateLimitExceeded``, 403 ``quotaExceeded``, 503 ``backendError``)."""
+        with self._lock:
+            self._fail.extend([(int(status), reason)] * int(n))
+
+    def conference_outcome(self, outcome: str) -> None:
+        """How conferences created from now on end: "success" (default) or "failure"."""
+        if outcome not in ("success", "failure"):
+            raise ValueError(outcome)
+        with self._lock:
+            self._conference_outcome = outcome
+
+    def invalidate_sync_tokens(self) -> None:
+        """Every sync token issued so far now answers 410 fullSyncRequired."""
+        with self._lock:
+            self._sync_tokens.clear()
+
+    @property
+    def requests(self) -> list[dict]:
+        """Copy of the request log: ``{method, path, query, json, form, auth_email,
+        client_auth, if_match, status}``; ``query`` maps a name to a string, or to a list
+        when repeated. /__sandbox__ calls are not logged."""
+        with self._lock:
+            return copy.deepcopy(self._log)
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def reset(self) -> None:
+        """Forget everything (accounts re-seeded, tokens, events, knobs, log)."""
+        with self._lock:
+            self._offset = 0.0
+            self._init_state()
+
+    # ------------------------------------------------------------------ event inspection / user edits
+
+    def events(self, calendar_id: str, include_cancelled: bool = True) -> list[dict]:
+        """Stored events of a calendar as the API would render them (deep copies; full data
+        even for tombstones; reading them here does not advance pending conferences)."""
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            return [self._render(cal, ev) for ev in sorted(cal.events.values(), key=lambda e: e.seq)
+                    if include_cancelled or ev.data.get("status") != "cancelled"]
+
+    def event(self, calendar_id: str, event_id: str) -> dict | None:
+        """One stored event (as ``events`` renders it) or None."""
+        with self._lock:
+            ev = self._calendars[calendar_id].events.get(event_id)
+            return self._render(self._calendars[calendar_id], ev) if ev else None
+
+    def user_insert(self, calendar_id: str, event: dict) -> dict:
+        """The account owner creates an event in Google's UI (no auth, not logged)."""
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            self._disc.check_body(event, "Event")
+            return self._render(cal, self._insert(cal, event, conf_version=1))
+
+    def user_patch(self, calendar_id: str, event_id: str, changes: dict) -> dict:
+        """The owner edits an event in Google's UI (patch semantics)."""
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            self._disc.check_body(changes, "Event")
+            ev = cal.events.get(event_id)
+            if ev is None:
+                raise KeyError(event_id)
+            return self._render(cal, self._modify(cal, ev, changes, 1, "patch"))
+
+    def user_delete(self, calendar_id: str, event_id: str) -> None:
+        """The owner deletes an event in Google's UI (it becomes a tombstone)."""
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            ev = cal.events.get(event_id)
+            if ev is None:
+                raise KeyError(event_id)
+            self._delete(cal, ev)
+
+    # ------------------------------------------------------------------ Flask app
+
+    def _build_app(self) -> Flask:
+        app = Flask("sandbox.google")
+
+        @app.before_request
+        def _log_request():
+            g.log = None
+            if request.path.startswith("/__sandbox__") or request.path == "/favicon.ico":
+                return
+            body = None
+            if request.data:
+                try:
+                    body = json.loads(request.data)
+                except ValueError:
+                    body = None
+            args: dict[str, Any] = {}
+            for k in request.args.keys():
+                vals = request.args.getlist(k)
+                args[k] = vals if len(vals) > 1 else vals[0]
+            entry = {"method": request.method, "path": request.path, "query": args, "json": body,
+                     "form": request.form.to_dict() if request.form else None,
+                     "auth_email": self._email_for_header(), "client_auth": None,
+                     "if_match": request.headers.get("If-Match"), "status": None,
+                     "time": self._now()}
+            g.log = entry
+            with self._lock:
+                self._log.append(entry)
+
+        @app.after_request
+        def _log_status(resp):
+            if getattr(g, "log", None) is not None:
+                with self._lock:
+                    g.log["status"] = resp.status_code
+            return resp
+
+        # OAuth
+        app.add_url_rule("/o/oauth2/auth", "auth", self._h_auth, methods=["GET"])
+        app.add_url_rule("/o/oauth2/consent", "consent", self._h_consent, methods=["POST"])
+        app.add_url_rule("/token", "token", self._h_token, methods=["POST"])
+        app.add_url_rule("/revoke", "revoke", self._h_revoke, methods=["POST", "GET"])
+
+        # Calendar API
+        api = "/calendar/v3"
+        app.add_url_rule(f"{api}/users/me/calendarList", "cl_list",
+                         self._api("calendarList", "list", self._h_calendar_list), methods=["GET"])
+        app.add_url_rule(f"{api}/users/me/calendarList/<cal_id>", "cl_get",
+                         self._api("calendarList", "get", self._h_calendar_list_get), methods=["GET"])
+        app.add_url_rule(f"{api}/calendars/<cal_id>", "cal_get",
+                         self._api("calendars", "get", self._h_calendar_get), methods=["GET"])
+        app.add_url_rule(f"{api}/calendars/<cal_id>/events", "ev_list",
+                         self._api("events", "list", self._h_events_list), methods=["GET"])
+        app.add_url_rule(f"{api}/calendars/<cal_id>/events", "ev_insert",
+                         self._api("events", "insert", self._h_events_insert), methods=["POST"])
+        for verb, name in (("GET", "get"), ("PATCH", "patch"), ("PUT", "update"), ("DELETE", "delete")):
+            app.add_url_rule(f"{api}/calendars/<cal_id>/events/<event_id>", f"ev_{name}",
+                             self._api("events", name, getattr(self, f"_h_events_{name}")),
+                             methods=[verb])
+
+        @app.route(f"{api}/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        @app.route(f"{api}/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+        def _api_unknown(rest):
+            return _not_found().response()
+
+        @app.errorhandler(405)
+        def _method_not_allowed(_e):
+            if request.path.startswith(api):
+                return ApiError(404, "notFound", "Not Found").response()
+            return Response("Method Not Allowed", status=405)
+
+        self._register_admin(app)
+        return app
+
+    # ------------------------------------------------------------------ OAuth: authorization endpoint
+
+    def _h_auth(self):
+        a = request.args
+        try:
+            params = self._validate_auth_request(a)
+        except _AuthPageError as e:
+            return self._error_page(e)
+        with self._lock:
+            if a.get("prompt") == "none" and self._auto_email is None:
+                return self._redirect_back(params, {"error": "interaction_required"})
+            if self._auto_email is not None:
+                email = a.get("login_hint") if a.get("login_hint") in self._accounts else self._auto_email
+                granted = self._limit(params["scopes"], params["scopes"])
+                return self._approve(params, email, granted)
+            txn = secrets.token_urlsafe(16)
+            self._consents[txn] = params
+            accounts = list(self._accounts.values())
+            checked = set(self._limit(params["scopes"], params["scopes"]))
+        hint = a.get("login_hint")
+        selected = hint if hint in {x.email for x in accounts} else (accounts[0].email if accounts else "")
+        return self._consent_page(txn, params, accounts, selected, checked)
+
+    def _validate_auth_request(self, a) -> dict:
+        client_id = a.get("client_id")
+        if not client_id:
+            raise _AuthPageError(400, "invalid_request", "Missing required parameter: client_id")
+        if client_id != self.client_id:
+            raise _AuthPageError(401, "invalid_client", "The OAuth client was not found.")
+        redirect_uri = a.get("redirect_uri")
+        if not redirect_uri:
+            raise _AuthPageError(400, "invalid_request", "Missing required parameter: redirect_uri")
+        parts = urlsplit(redirect_uri)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment or (
+                self.redirect_uris is not None and redirect_uri not in self.redirect_uris):
+            raise _AuthPageError(400, "redirect_uri_mismatch",
+                                 f"redirect_uri={redirect_uri} is not registered for this client.")
+        response_type = a.get("response_type")
+        if not response_type:
+            raise _AuthPageError(400, "invalid_request", "Missing required parameter: response_type")
+        if response_type != "code":
+            raise _AuthPageError(400, "unsupported_response_type",
+                                 f"Invalid response_type: {response_type}")
+        scope = a.get("scope", "").split()
+        if not scope:
+            raise _AuthPageError(400, "invalid_request", "Missing required parameter: scope")
+        scopes = []
+        for s in scope:
+            full = _SIGNIN_SCOPES.get(s) or (s if s in self._disc.scope_descriptions else None)
+            if full is None:
+                raise _AuthPageError(400, "invalid_scope",
+                                     f"Some requested scopes were invalid. {{invalid=[{s}]}}")
+            if full not in scopes:
+                scopes.append(full)
+        challenge = a.get("code_challenge")
+        method = a.get("code_challenge_method")
+        if method and not challenge:
+            raise _AuthPageError(400, "invalid_request", "Missing required parameter: code_challenge")
+        if challenge:
+            method = method or "plain"
+            if method not in ("S256", "plain"):
+                raise _AuthPageError(400, "invalid_request", f"Invalid code_challenge_method: {method}")
+            if not re.fullmatch(r"[A-Za-z0-9\-._~]{43,128}", challenge):
+                raise _AuthPageError(400, "invalid_request", "Invalid code_challenge.")
+        access_type = a.get("access_type", "online")
+        if access_type not in ("online", "offline"):
+            raise _AuthPageError(400, "invalid_request", f"Invalid access_type: {access_type}")
+        prompt = a.get("prompt", "").split()
+        if any(p not in ("none", "consent", "select_account") for p in prompt) or (
+                "none" in prompt and len(prompt) > 1):
+            raise _AuthPageError(400, "invalid_request", f"Invalid prompt: {a.get('prompt')}")
+        igs = a.get("include_granted_scopes", "false")
+        if igs not in ("true", "false"):
+            raise _AuthPageError(400, "invalid_request", f"Invalid include_granted_scopes: {igs}")
+        return {"client_id": client_id, "redirect_uri": redirect_uri, "scopes": scopes,
+                "state": a.get("state"), "challenge": challenge, "method": method,
+                "offline": access_type == "offline", "prompt": prompt,
+                "include_granted": igs == "true"}
+
+    def _limit(self, requested: list[str], chosen: list[str]) -> list[str]:
+        """Scopes actually granted: chosen ∩ requested, minus what grant_only withholds."""
+        out = [s for s in requested if s in chosen]
+        if self._grant_only is not None:
+            out = [s for s in out if s in self._grant_only]
+        return out
+
+    def _approve(self, params: dict, email: str, granted: list[str]):
+        """Mint a code for ``email`` and 302 back to the client (lock held)."""
+        if params["include_granted"]:
+            for grant in self._grants.values():
+                if grant.email == email and grant.client_id == params["client_id"] and not grant.revoked:
+                    granted += [s for s in grant.granted if s not in granted]
+        has_live_offline = any(gr.email == email and gr.client_id == params["client_id"]
+                               and gr.refresh_token and not gr.revoked for gr in self._grants.values())
+        code = "4/0A" + secrets.token_urlsafe(48)
+        self._codes[code] = {
+            "client_id": params["client_id"], "redirect_uri": params["redirect_uri"], "email": email,
+            "requested": list(params["scopes"]), "granted": granted,
+            "challenge": params["challenge"], "method": params["method"],
+            # Google mints a refresh token on re-consent or on the first offline grant only.
+            "issue_refresh": params["offline"] and ("consent" in params["prompt"] or not has_live_offline),
+            "expires_at": self._now() + _CODE_TTL, "used": False,
+        }
+        authuser = list(self._accounts).index(email) if email in self._accounts else 0
+        return self._redirect_back(params, {"code": code, "scope": " ".join(granted),
+                                            "authuser": str(authuser),
+                                            "prompt": "consent" if "consent" in params["prompt"] else "none"})
+
+    @staticmethod
+    def _redirect_back(params: dict, extra: dict):
+        query: list[tuple[str, str]] = []
+        if params.get("state") is not None:
+            query.append(("state", params["state"]))
+        query += list(extra.items())
+        parts = urlsplit(params["redirect_uri"])
+        existing = parse_qsl(parts.query, keep_blank_values=True)
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(existing + query), ""))
+        return redirect(url, code=302)
+
+    def _consent_page(self, txn: str, params: dict, accounts: list[_Account], selected: str,
+                      checked: set[str]) -> Response:
+        esc = html.escape
+        rows = []
+        for i, acct in enumerate(accounts):
+            sel = " checked" if acct.email == selected else ""
+            rows.append(f'<div><input type="radio" id="account-{i}" name="account" value="{esc(acct.email)}"'
+                        f'{sel}> <label for="account-{i}">{esc(acct.name)} ({esc(acct.email)})</label></div>')
+        scope_rows = []
+        for i, s in enumerate(params["scopes"]):
+            desc = self._disc.scope_descriptions.get(s) or {
+                "openid": "Associate you with your personal info on Google",
+                "https://www.googleapis.com/auth/userinfo.email": "See your primary Google Account email address",
+                "https://www.googleapis.com/auth/userinfo.profile": "See your personal info",
+            }.get(s, s)
+            c = " checked" if s in checked else ""
+            scope_rows.append(f'<div><input type="checkbox" id="scope-{i}" name="scope" value="{esc(s)}"{c}>'
+                              f' <label for="scope-{i}">{esc(desc)} <code>{esc(s)}</code></label></div>')
+        page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in - Google Accounts (sandbox)</title></head>
+<body>
+<main>
+<h1>Sign in with Google</h1>
+<p>The application <strong>{esc(params["client_id"])}</strong> wants to access your Google Account.</p>
+<form method="post" action="/o/oauth2/consent">
+<input type="hidden" name="txn" value="{esc(txn)}">
+<fieldset><legend>Choose an account</legend>
+{''.join(rows)}
+</fieldset>
+<fieldset><legend>Select what the application can access</legend>
+{''.join(scope_rows)}
+</fieldset>
+<button type="submit" name="action" value="cancel">Cancel</button>
+<button type="submit" name="action" value="allow">Allow</button>
+</form>
+</main>
+</body></html>"""
+        return Response(page, mimetype="text/html")
+
+    def _h_consent(self):
+        f = request.form
+        with self._lock:
+            params = self._consents.pop(f.get("txn", ""), None)
+            if params is None:
+                return self._error_page(_AuthPageError(400, "invalid_request",
+                                                       "This consent request is unknown or was already used."))
+            if f.get("action") != "allow":
+                return self._redirect_back(params, {"error": "access_denied"})
+            email = f.get("account")
+            if email not in self._accounts:
+                self._consents[f["txn"]] = params  # let the user pick again
+                return self._error_page(_AuthPageError(400, "invalid_request", "Choose an account."))
+            granted = self._limit(params["scopes"], f.getlist("scope"))
+            return self._approve(params, email, granted)
+
+    @staticmethod
+    def _error_page(e: _AuthPageError) -> Response:
+        esc = html.escape
+        page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Error {e.status}: "
+                f"{esc(e.error)}</title></head><body><main><h1>Access blocked: authorization error</h1>"
+                f"<p>Error {e.status}: <strong>{esc(e.error)}</strong></p><p>{esc(e.description)}</p>"
+                f"</main></body></html>")
+        return Response(page, status=e.status, mimetype="text/html")
+
+    # ------------------------------------------------------------------ OAuth: token & revoke
+
+    def _client_auth(self, form) -> str:
+        """Authenticate the client by HTTP Basic or form fields; returns the method used."""
+        cid = secret = None
+        method = None
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("basic "):
+            try:
+                raw = base64.b64decode(auth[6:].strip()).decode()
+                cid, _, secret = raw.partition(":")
+                cid, secret = unquote(cid), unquote(secret)  # RFC 6749 2.3.1 form-encodes them
+                method = "basic"
+            except (ValueError, UnicodeDecodeError):
+                raise OAuthError(401, "invalid_client", "Unauthorized")
+        if form.get("client_id"):
+            if cid is not None and form["client_id"] != cid:
+                raise OAuthError(400, "invalid_request", "Client id in header and body differ.")
+            cid = form["client_id"]
+            if "client_secret" in form:
+                secret = form["client_secret"]
+            method = method or "form"
+        if not cid:
+            raise OAuthError(400, "invalid_request", "Could not determine client ID from request.")
+        if cid != self.client_id:
+            raise OAuthError(401, "invalid_client", "The OAuth client was not found.")
+        if secret != self.client_secret:
+            raise OAuthError(401, "invalid_client", "Unauthorized")
+        return method or "form"
+
+    def _h_token(self):
+        try:
+            with self._lock:
+                if self._down:
+                    raise OAuthError(503, "temporarily_unavailable", "Backend Error")
+                form = request.form
+                method = self._client_auth(form)
+                if g.log is not None:
+                    g.log["client_auth"] = method
+                grant_type = form.get("grant_type", "")
+                if grant_type == "authorization_code":
+                    body = self._token_from_code(form)
+                elif grant_type == "refresh_token":
+                    body = self._token_from_refresh(form)
+                else:
+                    raise OAuthError(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type}")
+        except OAuthError as e:
+            return e.response()
+        resp = Response(json.dumps(body), mimetype="application/json")
+        resp.headers["Cache-Control"] = "no-cache, no-store, max-age=0, must-revalidate"
+        return resp
+
+    def _token_from_code(self, form) -> dict:
+        code = form.get("code")
+        if not code:
+            raise OAuthError(400, "invalid_request", "Missing required parameter: code")
+        rec = self._codes.get(code)
+        if rec is None:
+            raise OAuthError(400, "invalid_grant", "Malformed auth code.")
+        if rec["used"] or rec["expires_at"] < self._now() or rec["client_id"] != self.client_id:
+            raise OAuthError(400, "invalid_grant", "Bad Request")
+        if not form.get("redirect_uri"):
+            raise OAuthError(400, "invalid_request", "Missing parameter: redirect_uri")
+        if form["redirect_uri"] != rec["redirect_uri"]:
+            raise OAuthError(400, "redirect_uri_mismatch", "Bad Request")
+        verifier = form.get("code_verifier")
+        if rec["challenge"]:
+            if not verifier:
+                raise OAuthError(400, "invalid_grant", "Missing code verifier.")
+            if rec["method"] == "S256":
+                expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+            else:
+                expected = verifier
+            if expected != rec["challenge"]:
+                raise OAuthError(400, "invalid_grant", "Invalid code verifier.")
+        elif verifier:
+            raise OAuthError(400, "invalid_request", "code_verifier or verifier is not needed.")
+        rec["used"] = True
+        grant = _Grant(secrets.token_hex(8), rec["email"], rec["client_id"], rec["requested"],
+                       rec["granted"], None, self._now())
+        if rec["issue_refresh"]:
+            grant.refresh_token = "1//0" + secrets.token_urlsafe(64)
+            self._refresh[grant.refresh_token] = grant.id
+        self._grants[grant.id] = grant
+        self._enforce_token_limit(grant.email, grant.client_id)
+        body = self._mint_access(grant, grant.granted)
+        if grant.refresh_token:
+            body["refresh_token"] = grant.refresh_token
+        return body
+
+    def _enforce_token_limit(self, email: str, client_id: str) -> None:
+        live = sorted((gr for gr in self._grants.values() if gr.email == email and gr.client_id == client_id
+                       and gr.refresh_token and not gr.revoked), key=lambda gr: gr.created)
+        for gr in live[:-_MAX_REFRESH_TOKENS] if len(live) > _MAX_REFRESH_TOKENS else []:
+            gr.revoked = True
+
+    def _token_from_refresh(self, form) -> dict:
+        rt = form.get("refresh_token")
+        if not rt:
+            raise OAuthError(400, "invalid_request", "Missing required parameter: refresh_token")
+        grant = self._grants.get(self._refresh.get(rt, ""))
+        if grant is None:
+            raise OAuthError(400, "invalid_grant", "Bad Request")
+        if grant.client_id != self.client_id:
+            raise OAuthError(401, "unauthorized_client", "Unauthorized")
+        if grant.revoked:
+            raise OAuthError(400, "invalid_grant", "Token has been expired or revoked.")
+        scopes = grant.granted
+        if form.get("scope"):
+            asked = [_SIGNIN_SCOPES.get(s, s) for s in form["scope"].split()]
+            # Scopes never part of the authorization → invalid_scope; requested but not
+            # granted (granular consent) → silently dropped, as Google does.
+            if any(s not in grant.requested and s not in grant.granted for s in asked):
+                raise OAuthError(400, "invalid_scope", "Bad Request")
+            scopes = [s for s in asked if s in grant.granted]
+        return self._mint_access(grant, scopes)
+
+    def _mint_access(self, grant: _Grant, scopes: list[str]) -> dict:
+        token = "ya29.a0" + secrets.token_urlsafe(48)
+        self._access[token] = _AccessToken(token, grant.id, grant.email, list(scopes),
+                                           self._now() + self.token_ttl)
+        return {"access_token": token, "expires_in": self.token_ttl, "scope": " ".join(scopes),
+                "token_type": "Bearer"}
+
+    def _h_revoke(self):
+        token = request.args.get("token") or request.form.get("token")
+        with self._lock:
+            grant_id = self._refresh.get(token or "")
+            if grant_id is None and token in self._access:
+                grant_id = self._access[token].grant_id
+            grant = self._grants.get(grant_id or "")
+            if grant is None or grant.revoked:
+                return OAuthError(400, "invalid_token", "Token expired or revoked").response()
+            grant.revoked = True
+        return Response("{}", mimetype="application/json")
+
+    # ------------------------------------------------------------------ API plumbing
+
+    def _email_for_header(self) -> str | None:
+        token = self._bearer()
+        with self._lock:
+            tok = self._access.get(token or "")
+            return tok.email if tok else None
+
+    @staticmethod
+    def _bearer() -> str | None:
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.args.get("oauth_token")
+
+    def _api(self, resource: str, name: str, handler: Callable):
+        """Wrap a Calendar handler: faults, auth, scopes, query checks, error rendering,
+        ``fields=``; all under the state lock."""
+        method_id = f"calendar.{resource}.{name}"
+        method = self._disc.method(resource, name)
+
+        def view(**kwargs):
+            try:
+                with self._lock:
+                    if self._down:
+                        raise _fault(503, "backendError")
+                    if self._fail:
+                        raise _fault(*self._fail.pop(0))
+                    ctx = self._authenticate(method)
+                    self._disc.check_query(method_id, method, request.args)
+                    result = handler(ctx, **kwargs)
+                    if isinstance(result, Response):
+                        return result
+                    if request.args.get("fields"):
+                        try:
+                            result = _apply_fields(result, _parse_fields(request.args["fields"]))
+                        except ValueError:
+                            raise _bad(f"Invalid field selection {request.args['fields']}",
+                                       "invalidParameter", location="fields", location_type="parameter")
+                    return Response(json.dumps(result, indent=1), mimetype="application/json")
+            except ApiError as e:
+                return e.response()
+            finally:
+                self._maybe_kill()
+
+        view.__name__ = f"api_{resource}_{name}"
+        return view
+
+    def _authenticate(self, method: dict | None) -> _AccessToken:
+        token = self._bearer()
+        www = 'Bearer realm="https://accounts.google.com/"'
+        if not token:
+            raise ApiError(401, "required", "Login Required.", location="Authorization",
+                           location_type="header",
+                           top_message="Request is missing required authentication credential. Expected "
+                                       "OAuth 2 access token, login cookie or other valid authentication "
+                                       "credential. See https://developers.google.com/identity/sign-in/web/"
+                                       "devconsole-project.", headers={"WWW-Authenticate": www})
+        tok = self._access.get(token)
+        grant = self._grants.get(tok.grant_id) if tok else None
+        if tok is None or tok.expired or tok.expires_at <= self._now() or grant is None or grant.revoked:
+            raise ApiError(401, "authError", "Invalid Credentials", location="Authorization",
+                           location_type="header",
+                           top_message="Request had invalid authentication credentials. Expected OAuth 2 "
+                                       "access token, login cookie or other valid authentication credential. "
+                                       "See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+                           headers={"WWW-Authenticate": www + ', error="invalid_token"'})
+        needed = method.get("scopes", []) if method else [SCOPE_CALENDAR, SCOPE_EVENTS, SCOPE_READONLY]
+        if not set(needed) & set(tok.scopes):
+            raise ApiError(403, "insufficientPermissions", "Insufficient Permission",
+                           top_message="Request had insufficient authentication scopes.",
+                           headers={"WWW-Authenticate": www + ', error="insufficient_scope"'})
+        return tok
+
+    def _maybe_kill(self) -> None:
+        pid = getattr(g, "kill_pid", None)
+        if pid:
+            g.kill_pid = None
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _calendar(self, ctx: _AccessToken, cal_id: str, *, write: bool = False) -> _Calendar:
+        if cal_id == "primary":
+            cal_id = ctx.email
+        cal = self._calendars.get(cal_id)
+        if cal is None or cal.owner != ctx.email:
+            raise _not_found()
+        if write and _ROLE_RANK[cal.access_role] < _ROLE_RANK["writer"]:
+            raise ApiError(403, "requiredAccessLevel", "You need to have writer access to this calendar.")
+        return cal
+
+    def _json_body(self) -> dict:
+        try:
+            body = json.loads(request.get_data() or b"null")
+        except ValueError:
+            raise _bad("Parse Error", "parseError")
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise _bad("Invalid JSON payload received. Expected an object.", "parseError")
+        self._disc.check_body(body, "Event")
+        return body
+
+    @staticmethod
+    def _conf_version() -> int:
+        v = int(request.args.get("conferenceDataVersion", "0"))
+        if v not in (0, 1):
+            raise _bad("Invalid conference data version value.", "invalidParameter",
+                       location="conferenceDataVersion", location_type="parameter")
+        return v
+
+    def _tz_param(self) -> str | None:
+        tz = request.args.get("timeZone")
+        if tz is not None and _zone(tz) is None:
+            raise _bad("Invalid time zone definition.", "invalidParameter", location="timeZone",
+                       location_type="parameter")
+        return tz
+
+    @staticmethod
+    def _check_if_match(ev: _Event) -> None:
+        want = request.headers.get("If-Match")
+        if want is not None and want.strip() != "*" and want.strip() != ev.data["etag"]:
+            raise ApiError(412, "conditionNotMet", "Precondition Failed", location="If-Match",
+                           location_type="header")
+
+    # ------------------------------------------------------------------ calendarList / calendars
+
+    def _calendar_entry(self, cal: _Calendar) -> dict:
+        entry = {
+            "kind": "calendar#calendarListEntry",
+            "etag": f'"{int(cal.updated_ts * 1000)}000"',
+            "id": cal.id, "summary": cal.summary, "timeZone": cal.time_zone,
+            "colorId": cal.color[0], "backgroundColor": cal.color[1], "foregroundColor": "#000000",
+            "selected": True, "accessRole": cal.access_role,
+            "defaultReminders": [{"method": "popup", "minutes": 10}] if cal.primary else [],
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+        }
+        if cal.primary:
+            entry["primary"] = True
+            entry["notificationSettings"] = {"notifications": [
+                {"type": "eventCreation", "method": "email"}, {"type": "eventChange", "method": "email"},
+                {"type": "eventCancellation", "method": "email"}, {"type": "eventResponse", "method": "email"}]}
+        return entry
+
+    def _h_calendar_list(self, ctx: _AccessToken):
+        a = request.args
+        min_role = a.get("minAccessRole")
+        cals = [self._calendars[i] for i in self._accounts[ctx.email].calendar_ids]
+        if min_role:
+            cals = [c for c in cals if _ROLE_RANK[c.access_role] >= _ROLE_RANK[min_role]]
+        size = min(int(a.get("maxResults", "100")), 250)
+        start = 0
+        if a.get("pageToken"):
+            try:
+                start = int(json.loads(base64.urlsafe_b64decode(a["pageToken"] + "==")).get("o"))
+            except (ValueError, TypeError, AttributeError):
+                raise _bad("Invalid page token value.", "invalid", location="pageToken",
+                           location_type="parameter")
+        if a.get("syncToken") and a["syncToken"] not in self._sync_tokens:
+            raise ApiError(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
+        page = cals[start:start + size]
+        out = {"kind": "calendar#calendarList", "etag": f'"p{self._seq}"',
+               "items": [self._calendar_entry(c) for c in page]}
+        if start + size < len(cals):
+            out["nextPageToken"] = base64.urlsafe_b64encode(json.dumps({"o": start + size}).encode()).decode().rstrip("=")
+        else:
+            token = "CL" + secrets.token_urlsafe(18)
+            self._sync_tokens[token] = ("__calendarList__:" + ctx.email, self._seq)
+            out["nextSyncToken"] = token
+        return out
+
+    def _h_calendar_list_get(self, ctx: _AccessToken, cal_id: str):
+        return self._calendar_entry(self._calendar(ctx, cal_id))
+
+    def _h_calendar_get(self, ctx: _AccessToken, cal_id: str):
+        cal = self._calendar(ctx, cal_id)
+        return {"kind": "calendar#calendar", "etag": f'"{int(cal.updated_ts * 1000)}000"', "id": cal.id,
+                "summary": cal.summary, "timeZone": cal.time_zone,
+                "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]}}
+
+    # ------------------------------------------------------------------ events: handlers
+
+    def _h_events_insert(self, ctx: _AccessToken, cal_id: str):
+        cal = self._calendar(ctx, cal_id, write=True)
+        body = self._json_body()
+        ev = self._insert(cal, body, self._conf_version())
+        if self._kill_pid:
+            # The event is stored; the client dies before it sees the reply.
+            g.kill_pid, self._kill_pid = self._kill_pid, None
+        return self._render(cal, ev, self._tz_param())
+
+    def _h_events_get(self, ctx: _AccessToken, cal_id: str, event_id: str):
+        cal = self._calendar(ctx, cal_id)
+        ev = cal.events.get(event_id)
+        if ev is None:
+            raise _not_found()
+        self._count_read(cal, ev)
+        inm = request.headers.get("If-None-Match")
+        if inm is not None and inm.strip() == ev.data["etag"]:
+            return Response(status=304)
+        return self._render(cal, ev, self._tz_param())
+
+    def _h_events_patch(self, ctx: _AccessToken, cal_id: str, event_id: str):
+        return self._h_write(ctx, cal_id, event_id, "patch")
+
+    def _h_events_update(self, ctx: _AccessToken, cal_id: str, event_id: str):
+        return self._h_write(ctx, cal_id, event_id, "update")
+
+    def _h_write(self, ctx, cal_id, event_id, mode):
+        cal = self._calendar(ctx, cal_id, write=True)
+        ev = cal.events.get(event_id)
+        if ev is None:
+            raise _not_found()
+        self._check_if_match(ev)
+        body = self._json_body()
+        return self._render(cal, self._modify(cal, ev, body, self._conf_version(), mode), self._tz_param())
+
+    def _h_events_delete(self, ctx: _AccessToken, cal_id: str, event_id: str):
+        cal = self._calendar(ctx, cal_id, write=True)
+        ev = cal.events.get(event_id)
+        if ev is None:
+            raise _not_found()
+        if ev.data.get("status") == "cancelled":
+            raise ApiError(410, "deleted", "Resource has been deleted")
+        self._check_if_match(ev)
+        self._delete(cal, ev)
+        return Response(status=204)
+
+    def _h_events_list(self, ctx: _AccessToken, cal_id: str):
+        cal = self._calendar(ctx, cal_id)
+        a = request.args
+        tz = self._tz_param()
+        sync_token = a.get("syncToken")
+        since: int | None = None
+        if sync_token is not None:
+            clash = [p for p in _SYNC_EXCLUSIVE if p in a]
+            if clash:
+                raise _bad(f"The parameter {clash[0]} cannot be used together with syncToken.",
+                           "invalidParameter", location=clash[0], location_type="parameter")
+            if a.get("showDeleted") == "false":
+                raise _bad("showDeleted cannot be set to false together with syncToken.",
+                           "invalidParameter", location="showDeleted", location_type="parameter")
+            rec = self._sync_tokens.get(sync_token)
+            if rec is None or rec[0] != cal.id:
+                raise ApiError(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
+            since = rec[1]
+        order = a.get("orderBy")
+        if order == "startTime" and a.get("singleEvents") != "true":
+            raise _bad("The requested ordering is not available for the particular query.", "badRequest")
+        tmin = self._time_param("timeMin")
+        tmax = self._time_param("timeMax")
+        if tmin is not None and tmax is not None and tmin >= tmax:
+            raise _bad("The specified time range is empty.", "timeRangeEmpty", location="timeMax",
+                       location_type="parameter")
+        updated_min = self._time_param("updatedMin")
+        show_deleted = a.get("showDeleted") == "true" or since is not None or updated_min is not None
+        priv = [self._prop_constraint(v, "privateExtendedProperty") for v in a.getlist("privateExtendedProperty")]
+        shared = [self._prop_constraint(v, "sharedExtendedProperty") for v in a.getlist("sharedExtendedProperty")]
+        q = (a.get("q") or "").lower()
+        event_types = a.getlist("eventTypes")
+        ical = a.get("iCalUID")
+        size = min(int(a.get("maxResults", "250")), 2500)
+
+        # The page token pins the query and the change counter at its first page.
+        fingerprint = hashlib.sha1(json.dumps(sorted(
+            (k, a.getlist(k)) for k in a.keys() if k not in ("pageToken", "maxResults", "fields"))
+        ).encode()).hexdigest()[:16]
+        snapshot, after = self._seq, None
+        if a.get("pageToken"):
+            try:
+                pt = json.loads(base64.urlsafe_b64decode(a["pageToken"] + "=="))
+                snapshot, after, pt_cal, pt_fp = int(pt["s"]), pt["k"], pt["c"], pt["f"]
+            except (ValueError, KeyError, TypeError):
+                raise _bad("Invalid page token value.", "invalid", location="pageToken",
+                           location_type="parameter")
+            if pt_cal != cal.id or pt_fp != fingerprint:
+                raise _bad("The page token belongs to a different query: repeat the same query "
+                           "parameters with pageToken.", "invalid", location="pageToken",
+                           location_type="parameter")
+
+        def matches(ev: _Event) -> bool:
+            d = ev.data
+            cancelled = d.get("status") == "cancelled"
+            if since is not None:
+                return ev.seq > since
+            if cancelled and not show_deleted:
+                return False
+            if updated_min is not None and ev.updated_ts < updated_min:
+                return False
+            if tmin is not None and ev.end_ts <= tmin:
+                return False
+            if tmax is not None and ev.start_ts >= tmax:
+                return False
+            if ical and d.get("iCalUID") != ical:
+                return False
+            if event_types and d.get("eventType", "default") not in event_types:
+                return False
+            if priv and not any(d.get("extendedProperties", {}).get("private", {}).get(k) == v for k, v in priv):
+                return False
+            if shared and not any(d.get("extendedProperties", {}).get("shared", {}).get(k) == v
+                                  for k, v in shared):
+                return False
+            if q and not any(q in str(d.get(f, "")).lower() for f in ("summary", "description", "location")):
+                return False
+            return True
+
+        def key(ev: _Event) -> list:
+            if order == "startTime":
+                return [ev.start_ts, ev.data["id"]]
+            if order == "updated":
+                return [ev.updated_ts, ev.data["id"]]
+            return [ev.seq, ev.data["id"]]
+
+        candidates = sorted((ev for ev in cal.events.values() if matches(ev)), key=key)
+        if after is not None:
+            candidates = [ev for ev in candidates if key(ev) > after]
+        page, more = candidates[:size], len(candidates) > size
+        # The resume key is taken before reads can complete conferences (which re-stamps them).
+        last = key(page[-1]) if page else after
+        for ev in page:
+            self._count_read(cal, ev)
+        items = [self._render(cal, ev, tz, tombstone=ev.data.get("status") == "cancelled") for ev in page]
+        out: dict[str, Any] = {
+            "kind": "calendar#events", "etag": f'"p{self._seq}"', "summary": cal.summary, "description": "",
+            "updated": _rfc3339_ms(max([cal.updated_ts] + [e.updated_ts for e in cal.events.values()])),
+            "timeZone": cal.time_zone, "accessRole": cal.access_role,
+            "defaultReminders": [{"method": "popup", "minutes": 10}] if cal.primary else [],
+        }
+        if more:
+            out["nextPageToken"] = base64.urlsafe_b64encode(json.dumps(
+                {"s": snapshot, "k": last, "c": cal.id, "f": fingerprint}).encode()).decode().rstrip("=")
+        else:
+            token = "CP" + secrets.token_urlsafe(24)
+            self._sync_tokens[token] = (cal.id, snapshot)
+            out["nextSyncToken"] = token
+        out["items"] = items
+        return out
+
+    def _time_param(self, name: str) -> float | None:
+        raw = request.args.get(name)
+        if raw is None:
+            return None
+        dt = _parse_rfc3339(raw)
+        if dt is None or dt.tzinfo is None:
+            raise _bad("Bad Request", "badRequest", location=name, location_type="parameter")
+        return dt.timestamp()
+
+    @staticmethod
+    def _prop_constraint(value: str, name: str) -> tuple[str, str]:
+        k, sep, v = value.partition("=")
+        if not sep or not k:
+            raise _bad(f"Invalid {name} value: '{value}'. Expected propertyName=value.", "invalidParameter",
+                       location=name, location_type="parameter")
+        return k, v
+
+    # ------------------------------------------------------------------ events: core
+
+    def _insert(self, cal: _Calendar, body: dict, conf_version: int) -> _Event:
+        eid = body.get("id")
+        if eid is not None:
+            if not (5 <= len(eid) <= 1024 and set(eid) <= _BASE32HEX):
+                raise _bad("Invalid resource id value.", "invalid")
+            if eid in cal.events:
+                raise ApiError(409, "duplicate", "The requested identifier already exists.")
+        else:
+            eid = _random_base32hex(26)
+            while eid in cal.events:
+                eid = _random_base32hex(26)
+        data = {k: copy.deepcopy(v) for k, v in _drop_nulls(body).items() if k not in _READ_ONLY}
+        data.setdefault("status", "confirmed")
+        start_ts, end_ts = self._check_event(cal, data)
+        now = self._now()
+        owner = self._accounts[cal.owner]
+        data.update({
+            "id": eid, "iCalUID": f"{eid}@google.com", "sequence": 0,
+            "created": _rfc3339_ms(now),
+            "htmlLink": "https://www.google.com/calendar/event?eid="
+                        + base64.urlsafe_b64encode(f"{eid} {cal.id}".encode()).decode().rstrip("="),
+            "creator": {"email": owner.email, "self": True} if cal.primary else {"email": owner.email},
+            "organizer": ({"email": cal.id, "self": True} if cal.primary
+                          else {"email": cal.id, "displayName": cal.summary, "self": True}),
+        })
+        data.setdefault("reminders", {"useDefault": True})
+        data.setdefault("eventType", "default")
+        ev = _Event(data=data, seq=0, start_ts=start_ts, end_ts=end_ts, updated_ts=now)
+        if conf_version == 1 and "conferenceData" in body:
+            self._apply_conference(ev, body["conferenceData"])
+        cal.events[eid] = ev
+        self._touch(cal, ev)
+        return ev
+
+    def _modify(self, cal: _Calendar, ev: _Event, body: dict, conf_version: int, mode: str) -> _Event:
+        old = ev.data
+        writable = {k: v for k, v in body.items() if k not in _READ_ONLY}
+        if mode == "patch":
+            data = copy.deepcopy(old)
+            _merge_patch(data, writable)
+        else:
+            data = {k: copy.deepcopy(v) for k, v in old.items() if k in _READ_ONLY}
+            data.update(_drop_nulls(writable))
+            data.setdefault("reminders", {"useDefault": True})
+            data.setdefault("eventType", old.get("eventType", "default"))
+        data.setdefault("status", "confirmed")
+        if data.get("eventType", "default") != old.get("eventType", "default"):
+            raise _bad("The event type cannot be modified.", "eventTypeRestriction")
+        start_ts, end_ts = self._check_event(cal, data)
+        trial = _Event(data=data, seq=ev.seq, start_ts=start_ts, end_ts=end_ts, updated_ts=ev.updated_ts,
+                       pending_reads=ev.pending_reads, last_request_id=ev.last_request_id)
+        if conf_version == 1:
+            if "conferenceData" in body:
+                self._apply_conference(trial, body["conferenceData"])
+            elif mode == "update":
+                self._apply_conference(trial, None)
+        # Google bumps sequence on significant changes; times compare as instants, since a
+        # body copied from a get carries the rendered (re-zoned) dateTime.
+        if (start_ts, end_ts) != (ev.start_ts, ev.end_ts) or any(
+                data.get(k) != old.get(k) for k in ("recurrence", "location", "status")):
+            data["sequence"] = old.get("sequence", 0) + 1
+        ev.data, ev.start_ts, ev.end_ts = trial.data, trial.start_ts, trial.end_ts
+        ev.pending_reads, ev.last_request_id = trial.pending_reads, trial.last_request_id
+        self._touch(cal, ev)
+        return ev
+
+    def _delete(self, cal: _Calendar, ev: _Event) -> None:
+        ev.data["status"] = "cancelled"
+        ev.data["sequence"] = ev.data.get("sequence", 0) + 1
+        self._touch(cal, ev)
+
+    def _touch(self, cal: _Calendar, ev: _Event) -> None:
+        """Record a write: new change number, ``updated`` and etag."""
+        self._seq += 1
+        now = max(self._now(), ev.updated_ts)
+        ev.seq, ev.updated_ts = self._seq, now
+        ev.data["updated"] = _rfc3339_ms(now)
+        ev.data["etag"] = f'"{int(now * 1000)}{self._seq % 1000:03d}000"'
+        cal.updated_ts = now
+
+    def _check_event(self, cal: _Calendar, data: dict) -> tuple[float, float]:
+        """Validate status, times, attendees, reminders; returns (start, end) epoch seconds."""
+        if data.get("status") not in ("confirmed", "tentative", "cancelled"):
+            raise _bad("Invalid value for: status", "invalid")
+        for fld, allowed in (("transparency", ("opaque", "transparent")),
+                             ("visibility", ("default", "public", "private", "confidential")),
+                             ("eventType", ("default", "outOfOffice", "focusTime", "workingLocation",
+                                            "birthday", "fromGmail"))):
+            if fld in data and data[fld] not in allowed:
+                raise _bad(f"Invalid value for: {fld}", "invalid")
+        if "start" not in data:
+            raise _bad("Missing start time.", "required")
+        if "end" not in data:
+            raise _bad("Missing end time.", "required")
+        start_ts, start_kind = self._parse_edt(cal, data["start"], "start")
+        end_ts, end_kind = self._parse_edt(cal, data["end"], "end")
+        if start_kind != end_kind:
+            raise _bad("Start and end times must either both be date or both be dateTime.", "invalid")
+        if end_ts <= start_ts:
+            raise _bad("The specified time range is empty.", "timeRangeEmpty")
+        attendees = data.get("attendees")
+        if attendees:
+            for att in attendees:
+                if not att.get("email"):
+                    raise _bad("Missing attendee email.", "required")
+                att.setdefault("responseStatus", "needsAction")
+                if att["email"].lower() == cal.owner.lower():
+                    att["self"] = True
+                    att["organizer"] = True
+        rem = data.get("reminders")
+        if rem:
+            overrides = rem.get("overrides") or []
+            if rem.get("useDefault") and overrides:
+                raise _bad("Cannot specify both default reminders and overrides at the same time.",
+                           "cannotUseDefaultRemindersAndSpecifyOverride")
+            if len(overrides) > 5:
+                raise _bad("The maximum number of override reminders is 5.", "invalid")
+            for o in overrides:
+                if o.get("method") not in ("email", "popup"):
+                    raise _bad("Invalid reminder method.", "invalid")
+        return start_ts, end_ts
+
+    @staticmethod
+    def _parse_edt(cal: _Calendar, edt: dict, which: str) -> tuple[float, str]:
+        if not isinstance(edt, dict) or not (edt.get("date") or edt.get("dateTime")):
+            raise _bad(f"Missing {which} time.", "required")
+        if edt.get("date") and edt.get("dateTime"):
+            raise _bad(f"Invalid {which} time.", "invalid")
+        tz_name = edt.get("timeZone")
+        if tz_name is not None and _zone(tz_name) is None:
+            raise _bad(f"Invalid time zone definition for {which} time.", "invalid")
+        if edt.get("date"):
+            try:
+                d = date.fromisoformat(edt["date"])
+            except (ValueError, TypeError):
+                raise _bad(f"Invalid {which} date.", "invalid")
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", edt["date"]):
+                raise _bad(f"Invalid {which} date.", "invalid")
+            midnight = datetime(d.year, d.month, d.day, tzinfo=_zone(cal.time_zone))
+            return midnight.timestamp(), "date"
+        dt = _parse_rfc3339(edt["dateTime"])
+        if dt is None:
+            raise _bad(f"Invalid {which} time.", "invalid")
+        if dt.tzinfo is None:
+            if tz_name is None:
+                raise _bad(f"Missing time zone definition for {which} time.", "required")
+            dt = dt.replace(tzinfo=_zone(tz_name))
+        return dt.timestamp(), "dateTime"
+
+    # ------------------------------------------------------------------ conferences
+
+    def _apply_conference(self, ev: _Event, conf: dict | None) -> None:
+        """conferenceDataVersion=1 semantics for the body's conferenceData (None = remove)."""
+        data = ev.data
+        if conf is None:
+            data.pop("conferenceData", None)
+            data.pop("hangoutLink", None)
+            ev.pending_reads, ev.last_request_id = 0, None
+            return
+        create = conf.get("createRequest")
+        if create:
+            rid = create.get("requestId")
+            if not rid:
+                raise _bad("Missing conference create request id.", "required")
+            if rid == ev.last_request_id:
+                return  # same requestId as the previous request: ignored, as documented
+            kind = (create.get("conferenceSolutionKey") or {}).get("type")
+            if kind != "hangoutsMeet":
+                raise _bad("Invalid conference type value.", "invalid")
+            ev.last_request_id = rid
+            data.pop("hangoutLink", None)
+            data["conferenceData"] = {"createRequest": {"requestId": rid,
+                                                        "conferenceSolutionKey": {"type": kind},
+                                                        "status": {"statusCode": "pending"}}}
+            ev.pending_reads = self.conference_pending_reads
+            if ev.pending_reads <= 0:
+                self._finish_conference(ev)
+            return
+        current = data.get("conferenceData") or {}
+        if conf.get("conferenceId") and conf.get("conferenceId") == current.get("conferenceId"):
+            return  # the client sent back what it read: nothing changes
+        data["conferenceData"] = _drop_nulls(copy.deepcopy(conf))
+        video = [p for p in conf.get("entryPoints") or [] if p.get("entryPointType") == "video"]
+        if video and "meet.google.com" in (video[0].get("uri") or ""):
+            data["hangoutLink"] = video[0]["uri"]
+        else:
+            data.pop("hangoutLink", None)
+        ev.pending_reads = 0
+
+    def _finish_conference(self, ev: _Event) -> None:
+        conf = ev.data.get("conferenceData") or {}
+        create = conf.get("createRequest", {})
+        if self._conference_outcome == "failure":
+            create["status"] = {"statusCode": "failure"}
+            ev.data["conferenceData"] = {"createRequest": create}
+            return
+        letters = string.ascii_lowercase
+        code = "-".join("".join(secrets.choice(letters) for _ in range(n)) for n in (3, 4, 3))
+        uri = f"https://meet.google.com/{code}"
+        create["status"] = {"statusCode": "success"}
+        ev.data["conferenceData"] = {
+            "createRequest": create,
+            "entryPoints": [{"entryPointType": "video", "uri": uri, "label": f"meet.google.com/{code}"}],
+            "conferenceSolution": {"key": {"type": "hangoutsMeet"}, "name": "Google Meet",
+                                   "iconUri": _MEET_ICON},
+            "conferenceId": code,
+        }
+        ev.data["hangoutLink"] = uri
+
+    def _count_read(self, cal: _Calendar, ev: _Event) -> None:
+        """A read of a pending conference brings it closer to completion."""
+        status = ((ev.data.get("conferenceData") or {}).get("createRequest") or {}).get("status", {})
+        if status.get("statusCode") != "pending":
+            return
+        ev.pending_reads -= 1
+        if ev.pending_reads <= 0:
+            self._finish_conference(ev)
+            self._touch(cal, ev)  # Google completing the conference is a change of the event
+
+    # ------------------------------------------------------------------ rendering
+
+    def _render(self, cal: _Calendar, ev: _Event, tz: str | None = None, tombstone: bool = False) -> dict:
+        d = ev.data
+        if tombstone:
+            return {"kind": "calendar#event", "etag": d["etag"], "id": d["id"], "status": "cancelled",
+                    "updated": d["updated"]}
+        out: dict[str, Any] = {"kind": "calendar#event", "etag": d["etag"], "id": d["id"],
+                               "status": d["status"], "htmlLink": d["htmlLink"], "created": d["created"],
+                               "updated": d["updated"]}
+        for k, v in d.items():
+            if k not in out:
+                out[k] = copy.deepcopy(v)
+        for which in ("start", "end", "originalStartTime"):
+            edt = out.get(which)
+            if isinstance(edt, dict) and edt.get("dateTime"):
+                ts = ev.start_ts if which == "start" else ev.end_ts if which == "end" else None
+                if ts is None:
+                    dt = _parse_rfc3339(edt["dateTime"])
+                    if dt is None or dt.tzinfo is None:
+                        continue
+                    ts = dt.timestamp()
+                edt["dateTime"] = _render_instant(ts, tz or edt.get("timeZone") or cal.time_zone)
+        return out
+
+    # ------------------------------------------------------------------ admin over HTTP
+
+    def _register_admin(self, app: Flask) -> None:
+        def ok(payload: Any = None) -> Response:
+            return Response(json.dumps({"ok": True} if payload is None else payload, indent=1),
+                            mimetype="application/json")
+
+        def body() -> dict:
+            return request.get_json(silent=True) or {}
+
+        def guarded(fn):
+            def wrapper(**kw):
+                try:
+                    return fn(**kw)
+                except (KeyError, ValueError, TypeError) as e:
+                    return Response(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}),
+                                    status=400, mimetype="application/json")
+                except ApiError as e:
+                    return e.response()
+            wrapper.__name__ = "admin_" + fn.__name__
+            return wrapper
+
+        def route(rule, methods):
+            def deco(fn):
+                app.add_url_rule("/__sandbox__" + rule, view_func=guarded(fn), methods=methods)
+                return fn
+            return deco
+
+        @route("/state", ["GET"])
+        def state():
+            with self._lock:
+                return ok({
+                    "base_url": self._base_url, "auth_uri": self._base_url and self.auth_uri,
+                    "token_uri": self._base_url and self.token_uri,
+                    "revoke_uri": self._base_url and self.revoke_uri,
+                    "api_endpoint": self._base_url and self.api_endpoint,
+                    "client_id": self.client_id, "client_secret": self.client_secret,
+                    "token_ttl": self.token_ttl, "conference_pending_reads": self.conference_pending_reads,
+                    "auto_approve": self._auto_email, "grant_only": self._grant_only, "down": self._down,
+                    "fail_next": len(self._fail), "now": _rfc3339_ms(self._now()),
+                    "accounts": [{"email": a.email, "name": a.name, "timeZone": a.time_zone,
+                                  "calendars": self.calendars(a.email)} for a in self._accounts.values()],
+                })
+
+        @route("/accounts", ["POST"])
+        def accounts():
+            b = body()
+            cals = [tuple(c) for c in b.get("calendars", [["Clinic appointments", "writer"]])]
+            self.add_account(b["email"], calendars=cals, timezone=b.get("timezone", "Europe/Paris"),
+                             name=b.get("name"))
+            return ok({"ok": True, "calendars": self.calendars(b["email"])})
+
+        @route("/calendars", ["POST"])
+        def calendars():
+            b = body()
+            return ok({"ok": True, "id": self.add_calendar(b["email"], b["summary"], b.get("role", "writer"),
+                                                           b.get("timezone"))})
+
+        @route("/auto_approve", ["POST"])
+        def auto_approve():
+            self.auto_approve(body().get("email"))
+            return ok()
+
+        @route("/grant_only", ["POST"])
+        def grant_only():
+            self.grant_only(body().get("scopes"))
+            return ok()
+
+        @route("/revoke", ["POST"])
+        def revoke():
+            self.revoke(body()["email"])
+            return ok()
+
+        @route("/expire_access_tokens", ["POST"])
+        def expire():
+            self.expire_access_tokens()
+            return ok()
+
+        @route("/advance", ["POST"])
+        def advance():
+            self.advance(float(body()["seconds"]))
+            return ok()
+
+        @route("/events", ["GET"])
+        def events():
+            inc = request.args.get("include_cancelled", "true").lower() not in ("0", "false", "no")
+            return ok({"items": self.events(request.args["calendar_id"], include_cancelled=inc)})
+
+        @route("/user_events/<path:cal_id>", ["POST"])
+        def user_insert(cal_id):
+            return ok(self.user_insert(cal_id, body()))
+
+        @route("/user_events/<cal_id>/<event_id>", ["PATCH", "DELETE"])
+        def user_edit(cal_id, event_id):
+            if request.method == "DELETE":
+                self.user_delete(cal_id, event_id)
+                return ok()
+            return ok(self.user_patch(cal_id, event_id, body()))
+
+        @route("/kill_on_insert", ["POST"])
+        def kill():
+            self.kill_on_insert(int(body()["pid"]))
+            return ok()
+
+        @route("/down", ["POST"])
+        def down():
+            self.set_down(bool(body().get("down", True)))
+            return ok()
+
+        @route("/fail_next", ["POST"])
+        def fail_next():
+            b = body()
+            self.fail_next(int(b.get("n", 1)), int(b.get("status", 500)), b.get("reason", "backendError"))
+            return ok()
+
+        @route("/conference_outcome", ["POST"])
+        def conference_outcome():
+            self.conference_outcome(body().get("outcome", "success"))
+            return ok()
+
+        @route("/invalidate_sync_tokens", ["POST"])
+        def invalidate():
+            self.invalidate_sync_tokens()
+            return ok()
+
+        @route("/requests", ["GET", "DELETE"])
+        def requests_log():
+            if request.method == "DELETE":
+                self.reset_requests()
+                return ok()
+            return ok({"requests": self.requests})
+
+        @route("/reset", ["POST"])
+        def reset():
+            self.reset()
+            return ok()
+
+
+# --------------------------------------------------------------------------- standalone
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sandbox.google --port 8089``: serve until Ctrl-C."""
+    p = argparse.ArgumentParser(description="Local Google OAuth + Calendar v3 sandbox")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8089)
+    p.add_argument("--client-id", default="sandbox-client-id.apps.googleusercontent.com")
+    p.add_argument("--client-secret", default="sandbox-client-secret")
+    p.add_argument("--token-ttl", type=int, default=3600)
+    p.add_argument("--pending-reads", type=int, default=1)
+    p.add_argument("--auto-approve", metavar="EMAIL", default=None)
+    args = p.parse_args(argv)
+    sb = GoogleSandbox(client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
+                       conference_pending_reads=args.pending_reads)
+    if args.auto_approve:
+        sb.auto_approve(args.auto_approve)
+    base = sb.start(args.host, args.port)
+    print(f"Google sandbox on {base}")
+    print(f"  auth_uri      {sb.auth_uri}")
+    print(f"  token_uri     {sb.token_uri}")
+    print(f"  revoke_uri    {sb.revoke_uri}")
+    print(f"  api_endpoint  {sb.api_endpoint}")
+    print(f"  client_id     {sb.client_id}")
+    print(f"  client_secret {sb.client_secret}")
+    print(f"  admin         {base}/__sandbox__/state")
+    for email, _tz in SEEDED_ACCOUNTS:
+        for c in sb.calendars(email):
+            print(f"  {email:40s} {c['accessRole']:7s} {c['id']}  ({c['summary']})")
+    print("Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sb.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ talks to them through requests, google-api-python-client and google-auth-oauthli
 
 from __future__ import annotations
 
+import logging
 import os
 from urllib.parse import parse_qs, urlparse
 
@@ -95,3 +96,4 @@ def _no_proxy(monkeypatch):
 
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # sandbox access lines drown real failures

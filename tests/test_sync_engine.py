@@ -310,3 +310,37 @@ def test_appointment_moved_to_another_doctor_moves_its_event(runtime, kivicare, 
     runtime.bridge.sync_once()
     assert our_events(google, anna.calendar_id, appointment_id) == []
     assert len(our_events(google, marc.calendar_id, appointment_id)) == 1
+
+
+def test_doctor_own_colour_and_reminders_survive_our_updates(runtime, kivicare, google, anna):
+    appointment_id = kivicare.create_appointment(doctor_id=ANNA, patient_id=5, start_utc=at(8, 8, 10),
+                                                 service_mapping_ids=[mapping_id(runtime, ANNA, GENERAL)])
+    runtime.bridge.sync_once()
+    event = our_events(google, anna.calendar_id, appointment_id)[0]
+    own_reminders = {"useDefault": False, "overrides": [{"method": "email", "minutes": 1440}]}
+    google.user_patch(anna.calendar_id, event["id"], {"colorId": "6", "reminders": own_reminders})
+    kivicare.reschedule(appointment_id, at(8, 9, 10))
+    runtime.bridge.sync_once()
+    event = our_events(google, anna.calendar_id, appointment_id)[0]
+    assert instant(event["start"]["dateTime"]) == at(8, 9, 10)
+    assert event["colorId"] == "6" and event["reminders"] == own_reminders
+
+
+def test_patient_invitation_detailed_text_and_reminder_overrides(make_runtime, kivicare, google):
+    runtime = make_runtime(**{"sync.invite_patients": True, "sync.event_template": "detailed",
+                              "sync.reminder_minutes": [30, 10]})
+    connection = connect(runtime, google, ANNA)
+    runtime.bridge.startup()
+    appointment_id = kivicare.create_appointment(doctor_id=ANNA, patient_id=5, start_utc=at(8, 12, 10),
+                                                 service_mapping_ids=[mapping_id(runtime, ANNA, ONLINE_FOLLOW_UP)],
+                                                 description="Follow-up on results")
+    runtime.bridge.sync_once()
+    event = our_events(google, connection.calendar_id, appointment_id)[0]
+    assert event["summary"] == "Patient: Louis Bernard"
+    assert "Service: Online Follow-up" in event["description"] and "Status: Booked" in event["description"]
+    assert [a["email"] for a in event["attendees"]] == ["louis.bernard@patients.test"]
+    assert event["reminders"] == {"useDefault": False, "overrides": [{"method": "popup", "minutes": 30},
+                                                                     {"method": "popup", "minutes": 10}]}
+    inserts = [r for r in google.requests if r["method"] == "POST" and r["path"].endswith("/events")
+               and (r.get("json") or {}).get("id") == event["id"]]
+    assert inserts and inserts[0]["query"].get("sendUpdates") in ("all", ["all"])

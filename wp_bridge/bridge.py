@@ -455,15 +455,22 @@ class Bridge:
         body = event_body(spec, self.site, create_conference=create_conference, request_id=request_id,
                           drop_conference=has_conference and not spec.telemedicine)
         send_updates = "all" if spec.attendee_email else "none"
-        state = google.upsert_event(calendar_id, event_id, body,
-                                    known=mapping is not None and mapping.state == "active",
-                                    send_updates=send_updates)
+        known = mapping is not None and mapping.state == "active"
+        changes = None
+        if known and mapping.pushed_body:
+            # Only what changed since our last write, so a doctor's own colour or reminders survive;
+            # status always, so an event the doctor deleted in Google comes back.
+            changes = {k: v for k, v in body.items()
+                       if k in ("status", "conferenceData") or mapping.pushed_body.get(k) != v}
+        state = google.upsert_event(calendar_id, event_id, body, known=known, send_updates=send_updates,
+                                    changes=changes)
         now = utcnow()
         conference_status = state.conference_status if spec.telemedicine else ""
         link = state.hangout_link if spec.telemedicine else ""
         values = dict(doctor_id=connection.doctor_id, connection=connection.id, event_id=state.event_id or event_id,
                       etag=state.etag, hangout_link=link, conference_status=conference_status,
                       conference_request=request_id if spec.telemedicine else "", pushed_hash=spec.fingerprint(),
+                      pushed_body={k: v for k, v in body.items() if k != "conferenceData"},
                       google_updated=state.updated, state="active", updated_at=now)
         action = "update" if (mapping is not None and mapping.state == "active") else "create"
         with transaction():

@@ -208,15 +208,16 @@ class GoogleCalendar:
                                     "events.get"))
 
     def upsert_event(self, calendar_id: str, event_id: str, body: dict, *, known: bool,
-                     send_updates: str = "none") -> EventState:
+                     send_updates: str = "none", changes: dict | None = None) -> EventState:
         """Make ``event_id`` look like ``body`` (the fields we own).
 
-        ``known`` True: patch first (insert if Google has no such event). Otherwise insert with the
-        deterministic id, and on 409 (it exists: a retry after a crash) get it and patch.
+        ``known`` True: patch ``changes`` (default: the whole body) first, insert the whole body if
+        Google has no such event. Otherwise insert with the deterministic id, and on 409 (it exists:
+        a retry after a crash) patch the whole body.
         """
         if known:
             try:
-                return self._patch(calendar_id, event_id, body, send_updates)
+                return self._patch(calendar_id, event_id, body if changes is None else changes, send_updates)
             except CalendarNotFound:
                 pass
         try:

@@ -212,6 +212,7 @@ class MeetMapping(BaseModel):
     conference_status = peewee.CharField(max_length=20, default="")
     conference_request = peewee.CharField(max_length=100, default="")  # createRequest.requestId last sent
     pushed_hash = peewee.CharField(max_length=64, default="")
+    pushed_body = JSONTextField(null=True)  # the fields we last wrote; later patches send only changes
     google_updated = UTCDateTimeField(null=True)
     state = peewee.CharField(max_length=20, default="active")
     created_at = UTCDateTimeField(default=utcnow)

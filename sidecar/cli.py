@@ -142,7 +142,11 @@ def cmd_create_admin(args) -> int:
     from .web import create_admin
     runtime = _runtime(args)
     password = args.password or getpass.getpass("Password (12+ characters): ")
-    create_admin(runtime, args.username, password)
+    try:
+        create_admin(runtime, args.username, password)
+    except ValueError as exc:
+        print(f"Not created: {exc}", file=sys.stderr)
+        return 2
     print(f"Admin account {args.username!r} created.")
     return 0
 

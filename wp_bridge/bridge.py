@@ -119,11 +119,12 @@ class Bridge:
     def _service_ids(self, mapping_ids: tuple[int, ...]) -> tuple[int, ...] | None:
         """kc_services ids for doctor-service mapping ids (``GET /doctor-services``, re-read when unknown)."""
         now = self.clock()
-        stale = self._services_checked is None or now - self._services_checked > REFERENCE_TTL
-        if stale or any(m not in self._services for m in mapping_ids):
-            if stale or self._services_checked is None or now - self._services_checked > timedelta(seconds=30):
-                self._services = {s.id: s.service_id for s in self.rt.kivicare().list_doctor_services()}
-                self._services_checked = now
+        age = None if self._services_checked is None else now - self._services_checked
+        unknown = any(m not in self._services for m in mapping_ids)
+        # Re-read hourly, or when a new service appears (at most every 30 s, so a bad id can't hammer KiviCare).
+        if age is None or age > REFERENCE_TTL or (unknown and age > timedelta(seconds=30)):
+            self._services = {s.id: s.service_id for s in self.rt.kivicare().list_doctor_services()}
+            self._services_checked = now
         if any(m not in self._services for m in mapping_ids):
             return None
         return tuple(self._services[m] for m in mapping_ids)
@@ -237,9 +238,9 @@ class Bridge:
             appointment = self._with_services(detail, detail.service_mapping_ids or ())
             self._remember(appointment, list_hash=row.list_hash)
             report.enqueued += self._plan(appointment, connections)
-        now = utcnow()
-        for connection in connections.values():
-            Connection.update(last_sync_at=now).where(Connection.id == connection.id).execute()
+        active = [c.id for c in connections.values() if c.state == "active"]
+        if active:
+            Connection.update(last_sync_at=utcnow()).where(Connection.id.in_(active)).execute()
         return report
 
     def _with_services(self, appointment: Appointment, mapping_ids: tuple[int, ...]) -> Appointment:

@@ -57,7 +57,31 @@ class BridgeLoop:
         except Exception:  # the loop must outlive any bug in one poll
             log.exception("poll failed")
 
+    def _startup(self) -> bool:
+        """Run the start checks until KiviCare answers. False when syncing must not start (RefuseToRun)."""
+        from .bridge import RefuseToRun
+        delay = 5.0
+        while not self.stopping.is_set():
+            try:
+                self.bridge.startup()
+                self.rt.clear_state("refused")
+                return True
+            except RefuseToRun as exc:
+                log.error("not syncing: %s", exc)
+                self.rt.set_state("refused", str(exc))
+                return False
+            except KiviCareError as exc:
+                log.warning("KiviCare not ready (%s); checking again in %d s", exc, delay)
+            except Exception:
+                log.exception("start checks failed")
+            if self.rt.poll_requested.wait(timeout=delay):  # a settings change retries at once
+                self.rt.poll_requested.clear()
+            delay = min(delay * 2, 300)
+        return False
+
     def _poller(self) -> None:
+        if not self._startup():
+            return
         self.poll()
         while not self.stopping.is_set():
             self.scheduler.run_pending()

@@ -1,0 +1,138 @@
+"""The sidecar's web pages: a Flask application factory and the security rules every page shares.
+
+``create_app(runtime)`` builds the app from a ``sidecar.runtime.Runtime``; one blueprint per area:
+
+- ``auth``: first-run setup (one-time link printed by the CLI), sign in, sign out;
+- ``dashboard``: the home page (doctors, sync state, health, recent activity) and ``/api/status``;
+- ``settings``: Google, KiviCare, sync and telemedicine settings;
+- ``connect``: doctors' Google connections (admin on their behalf, or a doctor's Connect link),
+  the OAuth callback, the calendar choice, disconnect;
+- ``health``: ``/healthz`` for load balancers and monitors.
+
+Security: CSRF tokens on every POST (Flask-WTF), HttpOnly + SameSite=Lax session cookies that are
+Secure when the public URL is https, sessions that end after 12 hours, a Content-Security-Policy
+without inline code, and no page that shows a stored secret. For the CLI: ``create_app``,
+``create_setup_link``, ``create_admin`` and ``create_connect_link``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, redirect, render_template, request, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from ..config import ROOT
+from ..storage import close_database
+from . import common
+from .security import SESSION_LIFETIME, LoginLimiter, admin_exists, current_admin, load_secret_key
+
+# Reachable before the first admin exists (everything else redirects to /setup).
+_OPEN_BEFORE_SETUP = {"auth.setup", "health.healthz", "static"}
+
+CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
+       "frame-ancestors 'none'")
+
+
+def create_app(runtime) -> Flask:
+    """Build the web app for ``runtime`` (a ``sidecar.runtime.Runtime`` with its database open).
+
+    The session key is created on first use and kept encrypted in the settings table, so sessions
+    survive restarts. Raises peewee errors if the database is unreachable.
+    """
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder="static")
+    public_url = str(runtime.cfg.get("web.public_url") or "")
+    app.config.update(
+        SECRET_KEY=load_secret_key(runtime),
+        SESSION_COOKIE_NAME="sidecar_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",  # sent on Google's redirect back (a top-level GET), not on cross-site POSTs
+        SESSION_COOKIE_SECURE=public_url.lower().startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+        WTF_CSRF_TIME_LIMIT=int(SESSION_LIFETIME.total_seconds()),  # a form left open all day still works
+        MAX_CONTENT_LENGTH=256 * 1024,
+    )
+    app.extensions["sidecar_runtime"] = runtime
+    app.extensions["sidecar_login_limiter"] = LoginLimiter()
+    CSRFProtect(app)
+
+    from . import auth, connect, dashboard, health, settings
+    for blueprint in (auth.bp, dashboard.bp, settings.bp, connect.bp, health.bp):
+        app.register_blueprint(blueprint)
+
+    app.add_template_filter(common.relative, "relative")
+    app.add_template_filter(common.absolute, "absolute")
+    app.add_template_filter(common.iso, "iso")
+
+    @app.context_processor
+    def page_globals():
+        return {"current_admin": current_admin(), "app_name": runtime.cfg.get("google.app_name")}
+
+    setup_done = {"yes": False}  # once an admin exists it stays; saves a query per request
+
+    @app.before_request
+    def first_run_gate():
+        if request.endpoint in _OPEN_BEFORE_SETUP or setup_done["yes"]:
+            return None
+        if admin_exists():
+            setup_done["yes"] = True
+            return None
+        return redirect(url_for("auth.setup"))
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        # Never tell Google (or any other site) the URL of a page: it may hold a one-time link.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.teardown_request
+    def close_db(_exc):
+        # Each request thread opens its own connection on first use; give it back.
+        close_database()
+
+    @app.errorhandler(CSRFError)
+    def csrf_failed(_error):
+        return render_template("error.html", title="This form has expired",
+                               message="The page was open for too long, or the form came from another site. "
+                                       "Go back, reload the page and try again."), 400
+
+    @app.errorhandler(404)
+    def not_found(_error):
+        return render_template("error.html", title="Page not found",
+                               message="There is no page at this address."), 404
+
+    @app.errorhandler(500)
+    def server_error(_error):
+        return render_template("error.html", title="Something went wrong",
+                               message="The sidecar could not finish this request. The details are in its log."), 500
+
+    return app
+
+
+def create_setup_link(runtime) -> str:
+    """A first-run link (valid 24 hours, single use): ``<public_url>/setup?token=…``. For the CLI to print."""
+    from .auth import create_setup_link as _create
+    return _create(runtime)
+
+
+def create_admin(runtime, username: str, password: str, *, replace: bool = False):
+    """Create a local admin (or, with ``replace``, give an existing one a new password). For the CLI.
+
+    Returns the ``AdminUser``. Raises ValueError with a readable message (bad username, password
+    shorter than 12 characters, user exists and ``replace`` is False).
+    """
+    from .auth import create_admin as _create
+    return _create(runtime, username, password, replace=replace)
+
+
+def create_connect_link(runtime, doctor_id: int) -> str:
+    """A doctor's Connect link (7 days, single use; cancels the doctor's earlier unused link):
+    ``<public_url>/connect/start?token=…``. For the CLI and the demo."""
+    from .connect import create_connect_link as _create
+    return _create(runtime, doctor_id)
+
+
+__all__ = ["create_app", "create_setup_link", "create_admin", "create_connect_link"]

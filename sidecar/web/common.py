@@ -1,0 +1,73 @@
+"""Small things every blueprint uses: the runtime of this app, and how times are shown (relative,
+plus absolute in the clinic's timezone)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import current_app
+
+from ..storage.models import utcnow
+
+
+def runtime():
+    """The ``sidecar.runtime.Runtime`` this app was created with."""
+    return current_app.extensions["sidecar_runtime"]
+
+
+# ---- times ------------------------------------------------------------------------------------
+
+def site_zone() -> tuple[ZoneInfo, str]:
+    """The clinic's timezone (``state.site_timezone``, kept by the engine and by the KiviCare test), else UTC."""
+    name = runtime().get_state("site_timezone")
+    try:
+        return ZoneInfo(name), name
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return ZoneInfo("UTC"), "UTC"
+
+
+def as_datetime(value) -> datetime | None:
+    """An aware UTC datetime from a datetime or ISO string (what ``get_state`` hands back)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def relative(value, now: datetime | None = None) -> str:
+    """"3 minutes ago", "in 2 hours", "never"."""
+    moment = as_datetime(value)
+    if moment is None:
+        return "never"
+    seconds = ((now or utcnow()) - moment).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 45:
+        return "just now"
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = int(round(seconds / size)) if size == 60 else int(seconds // size)
+            text = f"{count} {unit}{'' if count == 1 else 's'}"
+            return f"in {text}" if future else f"{text} ago"
+    return "just now"
+
+
+def absolute(value) -> str:
+    """``2025-03-04 14:05 (Europe/Paris)`` in the clinic's timezone; "" for no time."""
+    moment = as_datetime(value)
+    if moment is None:
+        return ""
+    zone, name = site_zone()
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") + f" ({name})"
+
+
+def iso(value) -> str:
+    moment = as_datetime(value)
+    return moment.astimezone(timezone.utc).isoformat() if moment else ""

@@ -1,0 +1,97 @@
+"""Fixtures for the web pages: a runtime on a temp SQLite file, the app, signed-in clients, a live server.
+
+The sandboxes (``kivicare``, ``google``) come from tests/conftest.py. One Runtime per test, because
+``sidecar.storage.database`` is a process-wide proxy that ``open_database`` re-binds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from html import unescape
+
+import pytest
+from werkzeug.serving import make_server
+
+from sidecar.config import Config
+from sidecar.runtime import Runtime
+from sidecar.web import create_admin, create_app
+
+ADMIN, PASSWORD = "admin", "a long enough passphrase"
+
+
+def csrf(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+def text_of(html: str) -> str:
+    """Page text with tags removed and whitespace collapsed (for readable assertions)."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+@pytest.fixture
+def make_rt(tmp_path):
+    """``make_rt(environ=None, ini=None, **overrides) -> Runtime`` on a temp database and key file."""
+    def make(environ=None, ini=None, **overrides):
+        settings = {"database.url": f"sqlite:///{tmp_path}/t.db", "security.key_file": str(tmp_path / "k"),
+                    "web.public_url": "http://127.0.0.1:8300"}
+        settings.update(overrides)
+        return Runtime(Config(ini, environ=environ or {}, overrides=settings))
+    return make
+
+
+@pytest.fixture
+def rt(make_rt):
+    return make_rt()
+
+
+@pytest.fixture
+def app(rt):
+    return create_app(rt)
+
+
+def sign_in(client, username: str = ADMIN, password: str = PASSWORD):
+    page = client.get("/login")
+    return client.post("/login", data={"csrf_token": csrf(page.text), "username": username, "password": password})
+
+
+@pytest.fixture
+def admin_client(app):
+    """A test client signed in as the admin."""
+    create_admin(app.extensions["sidecar_runtime"], ADMIN, PASSWORD)
+    client = app.test_client()
+    answer = sign_in(client)
+    assert answer.status_code == 302, answer.text
+    return client
+
+
+class LiveServer:
+    """The app on a real loopback port (werkzeug, threaded), for clients that follow redirects.
+
+    The port is known before the app exists, so ``web.public_url`` (and the OAuth redirect URI) can
+    point at it: requests are dispatched to ``self.app`` once it is set.
+    """
+
+    def __init__(self):
+        self.app = None
+        self.server = make_server("127.0.0.1", 0, self._dispatch, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def _dispatch(self, environ, start_response):
+        return self.app(environ, start_response)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def live():
+    server = LiveServer()
+    yield server
+    server.stop()

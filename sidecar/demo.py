@@ -66,6 +66,7 @@ def connect_over_http(public_url: str, connect_link: str, calendar_name: str = "
 def run_demo(port: int = 8300, keep: bool = False) -> int:
     from sandbox.google import GoogleSandbox
     from sandbox.kivicare import KiviCareSandbox
+    from sandbox.wiring import sidecar_settings
     from wp_bridge.loop import BridgeLoop
 
     from .cli import print_table, serve_web, status_rows, _wait_for_signal
@@ -82,11 +83,7 @@ def run_demo(port: int = 8300, keep: bool = False) -> int:
     google.start(port=port + 2)
     public_url = f"http://127.0.0.1:{port}"
     cfg = Config(None, environ={}, overrides={
-        "kivicare.base_url": kivicare.base_url, "kivicare.username": kivicare.username,
-        "kivicare.app_password": kivicare.app_password,
-        "google.client_id": google.client_id, "google.client_secret": google.client_secret,
-        "google.auth_uri": google.auth_uri, "google.token_uri": google.token_uri,
-        "google.revoke_uri": google.revoke_uri, "google.api_endpoint": google.api_endpoint,
+        **sidecar_settings(kivicare, google),
         "database.url": f"sqlite:///{DEMO_DIR / 'sidecar.db'}", "security.key_file": str(DEMO_DIR / "sidecar.key"),
         "web.host": "127.0.0.1", "web.port": port, "web.public_url": public_url, "bridge.poll_seconds": 10,
     })

@@ -17,6 +17,7 @@ from sidecar.calendars.google_oauth import authorization_url, finish_authorizati
 from sidecar.config import Config
 from sidecar.connections import choose_calendar, complete_authorization
 from sidecar.runtime import Runtime
+from sandbox.wiring import sidecar_settings
 
 ANNA, MARC, SOFIA = 3, 4, 8
 EMAILS = {ANNA: "anna.schmidt@riverside-clinic.test", MARC: "marc.dubois@riverside-clinic.test",
@@ -45,11 +46,7 @@ def google():
 def sandbox_settings(kivicare, google, tmp_path, **extra) -> dict:
     """Overrides wiring the sidecar to the two sandboxes, a temp database and key file."""
     settings = {
-        "kivicare.base_url": kivicare.base_url, "kivicare.username": kivicare.username,
-        "kivicare.app_password": kivicare.app_password,
-        "google.client_id": google.client_id, "google.client_secret": google.client_secret,
-        "google.auth_uri": google.auth_uri, "google.token_uri": google.token_uri,
-        "google.revoke_uri": google.revoke_uri, "google.api_endpoint": google.api_endpoint,
+        **sidecar_settings(kivicare, google),
         "database.url": f"sqlite:///{tmp_path}/sidecar.db", "security.key_file": str(tmp_path / "sidecar.key"),
         "web.public_url": "http://127.0.0.1:8300",
     }

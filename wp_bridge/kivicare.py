@@ -198,6 +198,14 @@ class KiviCareClient:
 
     # ---- reads --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _items(data: Any, key: str, path: str) -> list:
+        """``data[key]`` of a list route, which must be a list: a malformed answer never looks empty."""
+        rows = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise KiviCareBadResponse(f"{path}: data.{key} is not a list")
+        return rows
+
     def site_info(self) -> SiteInfo:
         """``GET /wp-json/``: site name and ``timezone_string`` (fixture 142). Falls back to UTC if empty."""
         data = self.request("GET", "/wp-json/", envelope=False)
@@ -223,10 +231,7 @@ class KiviCareClient:
                   "perPage": "all"}
         if doctor_id is not None:
             params["doctor"] = doctor_id
-        data = self.request("GET", "/appointments", params)
-        rows = data.get("appointments") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise KiviCareBadResponse("/appointments: data.appointments is not a list")
+        rows = self._items(self.request("GET", "/appointments", params), "appointments", "/appointments")
         page = AppointmentPage([], [])
         for raw in rows:
             try:
@@ -252,10 +257,7 @@ class KiviCareClient:
 
     def list_doctors(self) -> list[Doctor]:
         """``GET /doctors?perPage=all`` (fixture 041; perPage must be 5/10/25/50/100/all)."""
-        data = self.request("GET", "/doctors", {"perPage": "all"})
-        rows = data.get("doctors") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise KiviCareBadResponse("/doctors: data.doctors is not a list")
+        rows = self._items(self.request("GET", "/doctors", {"perPage": "all"}), "doctors", "/doctors")
         return [Doctor(id=int(r["id"]), name=str(r.get("name") or ""), email=str(r.get("email") or ""))
                 for r in rows if isinstance(r, dict) and str(r.get("id", "")).isdigit()]
 
@@ -273,10 +275,7 @@ class KiviCareClient:
         params: dict = {"perPage": "all"}
         if doctor_id is not None:
             params["doctor_id"] = doctor_id
-        data = self.request("GET", "/doctor-services", params)
-        rows = data.get("doctorServices") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise KiviCareBadResponse("/doctor-services: data.doctorServices is not a list")
+        rows = self._items(self.request("GET", "/doctor-services", params), "doctorServices", "/doctor-services")
         out = []
         for r in rows:
             try:

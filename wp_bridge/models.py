@@ -121,6 +121,30 @@ class Appointment:
         return self.start <= now
 
     @classmethod
+    def _from_wire(cls, raw: dict, appointment_id: str, start_text: Any, end_text: Any,
+                   service_names: list[str], **extra) -> "Appointment":
+        """The fields both routes carry under the same names; ``extra`` adds route-specific ones."""
+        start = _utc(start_text, appointment_id, "start")
+        end = _utc(end_text, appointment_id, "end")
+        if end <= start:
+            raise BadAppointment(appointment_id, "end is not after start")
+        return cls(
+            id=appointment_id,
+            doctor_id=_int(raw, "doctorId", appointment_id),
+            patient_id=_int(raw, "patientId", appointment_id),
+            clinic_id=_int(raw, "clinicId", appointment_id),
+            start=start, end=end,
+            status=_status(raw.get("status"), appointment_id),
+            description=_text(raw, "description"),
+            service_names=tuple(n.strip() for n in service_names if n and n.strip()),
+            patient_name=_text(raw, "patientName"), patient_email=_text(raw, "patientEmail"),
+            doctor_name=_text(raw, "doctorName"), doctor_email=_text(raw, "doctorEmail"),
+            clinic_name=_text(raw, "clinicName"),
+            row_hash=row_hash(raw),
+            **extra,
+        )
+
+    @classmethod
     def from_list_item(cls, raw: Any) -> "Appointment":
         """Parse one item of ``GET /appointments?timezone=UTC`` (fixture 138). Raises BadAppointment."""
         if not isinstance(raw, dict):
@@ -128,25 +152,8 @@ class Appointment:
         appointment_id = _id_of(raw)
         if raw.get("timezone") not in (None, "UTC"):
             raise BadAppointment(appointment_id, "times are not in UTC (timezone parameter ignored?)")
-        start = _utc(raw.get("start"), appointment_id, "start")
-        end = _utc(raw.get("end"), appointment_id, "end")
-        if end <= start:
-            raise BadAppointment(appointment_id, "end is not after start")
-        services = tuple(s.strip() for s in _text(raw, "services").split(",") if s.strip())
-        return cls(
-            id=appointment_id,
-            doctor_id=_int(raw, "doctorId", appointment_id),
-            patient_id=_int(raw, "patientId", appointment_id),
-            clinic_id=_int(raw, "clinicId", appointment_id),
-            start=start, end=end,
-            status=_status(raw.get("status"), appointment_id),
-            description=_text(raw, "description"),
-            service_names=services,
-            patient_name=_text(raw, "patientName"), patient_email=_text(raw, "patientEmail"),
-            doctor_name=_text(raw, "doctorName"), doctor_email=_text(raw, "doctorEmail"),
-            clinic_name=_text(raw, "clinicName"), clinic_address=_text(raw, "clinicAddress"),
-            row_hash=row_hash(raw),
-        )
+        return cls._from_wire(raw, appointment_id, raw.get("start"), raw.get("end"),
+                              _text(raw, "services").split(","), clinic_address=_text(raw, "clinicAddress"))
 
     @classmethod
     def from_detail(cls, raw: Any) -> "Appointment":
@@ -154,28 +161,13 @@ class Appointment:
         if not isinstance(raw, dict):
             raise BadAppointment("", "appointment is not an object")
         appointment_id = _id_of(raw)
-        start = _utc(f"{raw.get('appointmentStartDate')}T{raw.get('appointmentStartTime')}", appointment_id, "start")
-        end = _utc(f"{raw.get('appointmentEndDate')}T{raw.get('appointmentEndTime')}", appointment_id, "end")
-        if end <= start:
-            raise BadAppointment(appointment_id, "end is not after start")
         names = [s.get("title", "") for s in raw.get("service_list") or [] if isinstance(s, dict)]
-        if not names and raw.get("serviceName"):
-            names = [n.strip() for n in _text(raw, "serviceName").split(",")]
-        return cls(
-            id=appointment_id,
-            doctor_id=_int(raw, "doctorId", appointment_id),
-            patient_id=_int(raw, "patientId", appointment_id),
-            clinic_id=_int(raw, "clinicId", appointment_id),
-            start=start, end=end,
-            status=_status(raw.get("status"), appointment_id),
-            description=_text(raw, "description"),
-            service_names=tuple(n for n in names if n),
-            patient_name=_text(raw, "patientName"), patient_email=_text(raw, "patientEmail"),
-            doctor_name=_text(raw, "doctorName"), doctor_email=_text(raw, "doctorEmail"),
-            clinic_name=_text(raw, "clinicName"),
-            service_mapping_ids=parse_service_ids(raw, appointment_id),
-            row_hash=row_hash(raw),
-        )
+        if not names:
+            names = _text(raw, "serviceName").split(",")
+        return cls._from_wire(raw, appointment_id,
+                              f"{raw.get('appointmentStartDate')}T{raw.get('appointmentStartTime')}",
+                              f"{raw.get('appointmentEndDate')}T{raw.get('appointmentEndTime')}", names,
+                              service_mapping_ids=parse_service_ids(raw, appointment_id))
 
     def with_services(self, mapping_ids: tuple[int, ...], service_ids: tuple[int, ...] | None) -> "Appointment":
         """A copy carrying the mapping ids learnt from the detail route and the kc_services ids they name."""

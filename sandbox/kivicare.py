@@ -57,6 +57,8 @@ and follows ``/work/shared/kivicare/API.md``:
          get answer an empty object; the module/active routes are fatal).
 * 5      ``GET /settings/google-event-template`` (double-wrapped),
 * 3/15   ``GET /config/addon`` (reflects ``set_addon``), ``GET /config/general``.
+* the companion plugin's ``/wp-json/kc-sidecar/v1`` routes, busy blocks, Meet links and hints, only
+         once installed (``companion=True`` or ``install_companion``); otherwise ``404 rest_no_route``.
 
 Also served: ``/setup-wizard/clinic``, ``POST /doctors``, ``POST /patients``,
 ``POST /doctor-services``, ``POST /doctor-sessions``, ``/static-data``,
@@ -96,6 +98,12 @@ Python API (all times are aware ``datetime`` objects in UTC)::
     sb.reset_requests()
     sb.get_appointment(appointment_id) -> dict   # internal snapshot, for assertions
 
+    # the companion WordPress plugin (opt-in; sandbox/kivicare_companion.py)
+    KiviCareSandbox(companion=True, companion_secret="…", sidecar_url="http://…")
+    sb.install_companion(secret, sidecar_url=None) -> CompanionEmulation
+    sb.uninstall_companion()
+    sb.companion          # None, or the emulation: busy blocks, Meet links, mails, hints, SSO tokens
+
 Unknown appointment ids raise ``KeyError``; bad arguments raise ``ValueError``.
 
 The same staff actions over HTTP (JSON in/out, no authentication, never
@@ -117,13 +125,17 @@ encrypted, never logged in ``requests``, still served while ``set_down(True)``):
     POST   /__sandbox__/forget-key                     {username?}
     POST   /__sandbox__/addon                          {name, active, version?}
     POST   /__sandbox__/down                           {down}
+    GET    /__sandbox__/companion                      -> busy, meet_links, mails, hints
+    POST   /__sandbox__/companion                      {secret, sidecar_url?}   (install)
+    DELETE /__sandbox__/companion                      (uninstall)
+    POST   /__sandbox__/companion/sso                  {user_id, roles?, ttl?} -> {token, url}
     GET    /__sandbox__/requests ; DELETE /__sandbox__/requests
 
 Errors there are ``{"error": "..."}`` with 400 (bad input) or 404 (unknown id).
 
 Run standalone: ``python -m sandbox.kivicare --port 8088`` (``--no-seed``,
-``--host``, ``--username``, ``--app-password``); it prints the base URL and the
-credentials. The seeded data is described in ``sandbox/kivicare_seed.py``.
+``--host``, ``--username``, ``--app-password``, ``--companion-secret``,
+``--sidecar-url``); it prints the base URL and the credentials. The seeded data is described in ``sandbox/kivicare_seed.py``.
 
 All patient data here is invented.
 """
@@ -664,13 +676,16 @@ class KiviCareSandbox:
     relative to today in ``site_timezone``; ``seed=False`` starts with only the
     sidecar's administrator (WP user id 1), like a fresh WordPress install.
     ``username``/``app_password``: the administrator the sidecar authenticates as.
+    ``companion=True`` installs the emulated companion plugin (``install_companion``) with
+    ``companion_secret`` (default: a random one) and ``sidecar_url`` (where hints go).
     """
 
     def __init__(self, *, now: Callable[[], datetime] | None = None,
                  site_timezone: str = "Europe/Paris", seed: bool = True,
                  username: str = "sidecar",
                  app_password: str = "abcd EFGH ijkl MNOP qrst UVWX",
-                 site_name: str = "KiviCare Test Clinic") -> None:
+                 site_name: str = "KiviCare Test Clinic", companion: bool = False,
+                 companion_secret: str | None = None, sidecar_url: str | None = None) -> None:
         _zone(site_timezone)  # fail early on a bad timezone
         self._now_fn = now or (lambda: datetime.now(timezone.utc))
         self.site_timezone = site_timezone
@@ -714,9 +729,13 @@ class KiviCareSandbox:
                        password=app_password, app_password=app_password)
         self._routes = self._build_routes()
         self.app = self._build_app()
+        self.companion = None  # the emulated companion plugin, once installed
         if seed:
             from sandbox import kivicare_seed
             kivicare_seed.seed(self, self.now().astimezone(self._site_zone()).date())
+        if companion:
+            self.install_companion(companion_secret if companion_secret is not None
+                                   else secrets.token_urlsafe(32), sidecar_url)
 
     # ------------------------------------------------------------------ public API
 
@@ -746,6 +765,7 @@ class KiviCareSandbox:
         self._server = make_server(host, port, self.app, threaded=True)
         self._base_url = f"http://{host}:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},  # stop() returns at once
                                         name="kivicare-sandbox", daemon=True)
         self._thread.start()
         return self._base_url
@@ -759,6 +779,31 @@ class KiviCareSandbox:
         if self._thread:
             self._thread.join(timeout=5)
         self._server, self._thread = None, None
+
+    def install_companion(self, secret: str, sidecar_url: str | None = None):
+        """Activate the emulated companion plugin (``sandbox/kivicare_companion.py``) with the shared
+        ``secret`` and the sidecar's address (hints go to ``{sidecar_url}/hooks/kivicare``). Installing
+        again keeps the stored busy blocks, Meet links and mails and only changes secret and URL.
+        Returns the ``CompanionEmulation`` (also ``self.companion``)."""
+        from sandbox.kivicare_companion import CompanionEmulation
+        with self._lock:
+            if self.companion is None:
+                self.companion = CompanionEmulation(self, secret, sidecar_url)
+            else:
+                self.companion.secret = secret or ""
+                self.companion.sidecar_url = (sidecar_url or "").rstrip("/")
+            return self.companion
+
+    def uninstall_companion(self) -> None:
+        """Deactivate the plugin: its routes answer ``404 rest_no_route``, its busy blocks and Meet links
+        stop affecting KiviCare, no more hints."""
+        with self._lock:
+            self.companion = None
+
+    def _hint(self, event: str, appointment_id: Any) -> None:
+        """What the plugin's hooks do after a KiviCare write: a non-blocking signed hint to the sidecar."""
+        if self.companion is not None:
+            self.companion.hint(event, appointment_id)
 
     def credentials(self, username: str) -> tuple[str, str]:
         """``(username, application password)`` of a user the sandbox knows.
@@ -800,6 +845,7 @@ class KiviCareSandbox:
                 clinic_id=self._mappings[mapping_ids[0]]["clinic_id"], local_start=local,
                 tz_name=tz_name, mapping_ids=mapping_ids, status=int(status),
                 description=description)
+            self._hint("kc_after_create_appointment", appt_id)
             return str(appt_id)
 
     def reschedule(self, appointment_id: Any, start_utc: datetime,
@@ -816,6 +862,7 @@ class KiviCareSandbox:
             if end <= start:
                 raise ValueError("end must be after start")
             appt.start_utc, appt.end_utc = start, end
+            self._hint("kc_appointment_updated", appt.id)
 
     def set_status(self, appointment_id: Any, status: int) -> None:
         """Staff changes the status (0..4); 4 creates an encounter and bill if missing."""
@@ -824,11 +871,14 @@ class KiviCareSandbox:
             if _to_int(status) not in STATUS_NAMES:
                 raise ValueError(f"invalid status {status}")
             self._apply_status(appt, int(status))
+            self._hint("kc_appointment_status_update", appt.id)
 
     def delete_appointment(self, appointment_id: Any) -> None:
         """Hard delete, with its services, encounter and bill (KeyError if unknown)."""
         with self._lock:
-            self._delete(self._appt(appointment_id).id)
+            appt_id = self._appt(appointment_id).id
+            self._delete(appt_id)
+            self._hint("kc_appointment_deleted", appt_id)
 
     def anonymise_patient(self, patient_id: int) -> None:
         """WordPress personal-data erasure of a patient: e-mail ``...@example.invalid``,
@@ -1153,6 +1203,15 @@ class KiviCareSandbox:
         blocks = [(a.start_utc, a.end_utc) for a in self._appts.values()
                   if a.doctor_id == doctor_id and a.clinic_id == clinic_id and a.status != 0
                   and a.id != exclude and a.start_utc < day_end and a.end_utc > day_start]
+        blocks.extend(self._holiday_blocks(doctor_id, clinic_id, day))
+        if self.companion is not None:  # kc_external_busy_slots / kc_external_busy_slots_single
+            blocks.extend(self.companion.blocking(doctor_id, day_start, day_end))
+        return blocks
+
+    def _holiday_blocks(self, doctor_id: int, clinic_id: int,
+                        day: date) -> list[tuple[datetime, datetime]]:
+        """Time-specific holidays of the doctor or clinic on the doctor-local ``day``, UTC."""
+        blocks = []
         for holiday in self._holidays_for(doctor_id, clinic_id, day):
             if not holiday["time_specific"] or not holiday.get("start_time") \
                     or not holiday.get("end_time"):
@@ -1201,6 +1260,9 @@ class KiviCareSandbox:
                 return Response("<html><body><h1>Not Found</h1></body></html>", status=404,
                                 mimetype="text/html")
             route = "/" + route.strip("/") if route.strip("/") else "/"
+            if self.companion is not None and (route == "/kc-sidecar/v1"
+                                               or route.startswith("/kc-sidecar/v1/")):
+                return self.companion.handle(req, route)
             return self._rest(req, route, params, body_json)
 
     def _authenticate(self, req: Any) -> tuple[_User | None, bool, Response | None]:
@@ -1494,6 +1556,23 @@ class KiviCareSandbox:
                 self.set_addon(str(body["name"]), bool(body["active"]),
                                body.get("version", "1.0.0"))
                 return self._json(200, {"ok": True})
+            if path == "/__sandbox__/companion":
+                if req.method == "POST":
+                    self.install_companion(str(body["secret"]), body.get("sidecar_url"))
+                    return self._json(200, {"ok": True})
+                if req.method == "DELETE":
+                    self.uninstall_companion()
+                    return self._json(200, {"ok": True})
+                if self.companion is None:
+                    return self._json(404, {"error": "the companion plugin is not installed"})
+                return self._json(200, self.companion.snapshot())
+            if path == "/__sandbox__/companion/sso" and req.method == "POST":
+                if self.companion is None:
+                    return self._json(404, {"error": "the companion plugin is not installed"})
+                kwargs = {k: body[k] for k in ("roles", "ttl") if k in body}
+                token = self.companion.sso_token(int(body["user_id"]), **kwargs)
+                return self._json(200, {"token": token,
+                                        "url": f"{self.companion.sidecar_url}/sso?token={token}"})
             if path == "/__sandbox__/down" and req.method == "POST":
                 self.set_down(bool(body.get("down", True)))
                 return self._json(200, {"down": self._down})
@@ -1525,8 +1604,9 @@ class KiviCareSandbox:
             "name": self.site_name, "description": "", "url": c.host, "home": c.host,
             "gmt_offset": _num(offset.total_seconds() / 3600),
             "timezone_string": self.site_timezone,
-            "namespaces": ["oembed/1.0", "kivicare/v1", "wp/v2", "wp-site-health/v1",
-                           "wp-block-editor/v1"],
+            "namespaces": ["oembed/1.0", "kivicare/v1"]
+                          + (["kc-sidecar/v1"] if self.companion is not None else [])
+                          + ["wp/v2", "wp-site-health/v1", "wp-block-editor/v1"],
             "authentication": {"application-passwords": {"endpoints": {
                 "authorization": c.host + "/wp-admin/authorize-application.php"}}}}
 
@@ -1605,7 +1685,21 @@ class KiviCareSandbox:
             "taxData": [],
             "video_consultation": False,
         }
-        return self._apply_overrides(appt, item)
+        return self._apply_overrides(appt, self._companion_decorate(appt, item))
+
+    def _companion_decorate(self, appt: _Appt, item: dict) -> dict:
+        """The companion plugin's read filters (``kc_appointment_list_item``, ``kc_appointment_data``,
+        ``kc_appointment_details_data``): with a stored Meet link, ``video_consultation`` is true and the
+        link is in ``google_meet_link`` and ``zoom_data`` (where KiviCare's dashboard looks)."""
+        if self.companion is None:
+            return item
+        url = self.companion.meet_url(appt.id)
+        if url:
+            item["video_consultation"] = True
+            item["google_meet_link"] = url
+            if not item.get("zoom_data"):
+                item["zoom_data"] = {"startUrl": url, "joinUrl": url}
+        return item
 
     def _apply_overrides(self, appt: _Appt, item: dict) -> dict:
         for key, value in appt.overrides.items():
@@ -1790,7 +1884,7 @@ class KiviCareSandbox:
             "taxItems": [],
             "video_consultation": False,
         }
-        return self._env(self._apply_overrides(appt, data),
+        return self._env(self._apply_overrides(appt, self._companion_decorate(appt, data)),
                          "Appointment retrieved successfully")
 
     def _people_block(self, appt: _Appt, doctor: _User | None, patient: _User | None,
@@ -1857,7 +1951,7 @@ class KiviCareSandbox:
             "video_consultation": False,
             "patient_medical_reports": [],
         }
-        return self._env(self._apply_overrides(appt, data),
+        return self._env(self._apply_overrides(appt, self._companion_decorate(appt, data)),
                          "Appointments retrieved successfully")
 
     def _slot_free(self, blocks: list, start: datetime, minutes: int) -> bool:
@@ -1943,6 +2037,7 @@ class KiviCareSandbox:
             mapping_ids=[m["id"] for m in mappings], status=status,
             description=str(c.get("description", "") or ""), duration=duration)
         self._appts[appt_id].visit_type = ",".join(str(x) for x in raw_ids)
+        self._hint("kc_after_create_appointment", appt_id)
         return self._env({"appointment_id": appt_id, "appointment_start_date": date_text,
                           "appointment_start_time": start_time.strftime("%H:%M:%S"),
                           "status": status}, "Appointment created successfully", True, 201)
@@ -2005,6 +2100,7 @@ class KiviCareSandbox:
             # encounterId is not a column, so every PUT of a checked-in row adds one.
             self._check_in(appt, force_new=True)
         local_start, local_end = self._local(appt)
+        self._hint("kc_appointment_updated", id)
         return self._env({
             "appointment_id": id,
             "appointment_start_date": local_start.strftime("%Y-%m-%d"),
@@ -2024,6 +2120,7 @@ class KiviCareSandbox:
             return self._env(None, "Appointment not found", False, 404)
         status = _to_int(c.get("status"))
         self._apply_status(appt, status)
+        self._hint("kc_appointment_status_update", id)
         return self._env({"id": id, "status": status},
                          "Appointment status updated successfully")
 
@@ -2032,6 +2129,7 @@ class KiviCareSandbox:
         if id not in self._appts:
             return self._env(None, "appointment not found", False, 404)
         self._delete(id)
+        self._hint("kc_appointment_deleted", id)
         return self._env({"id": id}, "Appointment deleted successfully")
 
     def _h_appt_bulk_delete(self, c: _Ctx) -> tuple:
@@ -2048,6 +2146,7 @@ class KiviCareSandbox:
                 failed.append({"id": raw, "reason": "Appointment not found"})
                 continue
             self._delete(appt_id)
+            self._hint("kc_appointment_deleted", appt_id)
             success += 1
         data = {"success_count": success, "failed_count": len(failed), "failed_ids": failed}
         if success:
@@ -2951,9 +3050,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--username", default="sidecar")
     parser.add_argument("--app-password", default="abcd EFGH ijkl MNOP qrst UVWX")
     parser.add_argument("--timezone", default="Europe/Paris", help="WordPress site timezone")
+    parser.add_argument("--companion-secret", default=None,
+                        help="install the emulated companion plugin with this shared secret")
+    parser.add_argument("--sidecar-url", default=None,
+                        help="where the emulated plugin sends hints and SSO links (with --companion-secret)")
     args = parser.parse_args(argv)
     sb = KiviCareSandbox(seed=not args.no_seed, username=args.username,
-                         app_password=args.app_password, site_timezone=args.timezone)
+                         app_password=args.app_password, site_timezone=args.timezone,
+                         companion=args.companion_secret is not None,
+                         companion_secret=args.companion_secret, sidecar_url=args.sidecar_url)
     base = sb.start(args.host, args.port)
     print(f"KiviCare sandbox: {base}")
     print(f"REST root:        {sb.rest_url}")
@@ -2963,6 +3068,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, (user_id, _pw, app_pw) in SEED_USERS.items():
             print(f"  user {user_id:>2} {name:<13} app password {app_pw!r}")
     print("Staff actions:    POST/DELETE " + base + "/__sandbox__/... (see module docstring)")
+    if sb.companion is not None:
+        print(f"Companion plugin: {base}/wp-json/kc-sidecar/v1 (hints to "
+              f"{sb.companion.sidecar_url or 'nowhere: no --sidecar-url'})")
     sys.stdout.flush()
     try:
         threading.Event().wait()

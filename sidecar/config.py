@@ -69,6 +69,10 @@ SETTINGS: tuple[Setting, ...] = (
             help="sqlite:///path (default), postgresql://user:pass@host/db or mysql://user:pass@host/db."),
     Setting("security", "key_file", "data/sidecar.key", label="Key file",
             help="Encrypts secrets at rest; created with mode 0600 on first run. Back it up with the database."),
+    Setting("companion", "secret", "", secret=True, label="Companion plugin secret",
+            help="Shared with the KiviCare Sidecar Bridge WordPress plugin; signs every request both ways."),
+    Setting("companion", "enabled", True, bool, label="Use the companion plugin",
+            help="When the plugin answers: instant updates, busy times block booking, Meet links in KiviCare."),
     Setting("bridge", "poll_seconds", 30, int, label="Poll interval (seconds)",
             help="How often KiviCare is asked for changed appointments."),
     Setting("bridge", "horizon_days", 90, int, label="Horizon (days)",
@@ -83,6 +87,15 @@ SETTINGS: tuple[Setting, ...] = (
                  "no patient name); detailed: 'Patient: name' with service, doctor, status and location."),
     Setting("sync", "title_template", "{{service_name}}", label="Custom title"),
     Setting("sync", "description_template", "Appointment with patient at {{clinic_name}}", label="Custom description"),
+    Setting("sync", "direction", "both", label="Sync direction",
+            help="both; kivicare_to_google (Google edits of our events are put back); google_to_kivicare "
+                 "(only moves, deletions and busy times flow from Google to KiviCare)."),
+    Setting("sync", "conflict_rule", "kivicare", label="When both sides changed",
+            help="kivicare (KiviCare wins), google (Google wins), recent (the most recent change wins), "
+                 "manual (the admin chooses on the Conflicts page)."),
+    Setting("sync", "mass_cancel_share", 30, int, label="Mass-cancel guard (%)",
+            help="A pull from Google that would cancel more than this share of a doctor's upcoming "
+                 "appointments at once (and at least 3) stops and asks the admin."),
     Setting("sync", "telemedicine_services", [], list, label="Telemedicine services",
             help="KiviCare service ids whose appointments get a Google Meet link."),
     Setting("sync", "invite_patients", False, bool, label="Invite patients",

@@ -36,6 +36,7 @@ class Runtime:
         self._kivicare_key = None
         self._lock = threading.Lock()
         self.poll_requested = threading.Event()
+        self.work_available = threading.Event()  # wakes the loop's workers when jobs were queued
         self._bridge = None
 
     # ---- KiviCare ----------------------------------------------------------------------------------
@@ -55,6 +56,38 @@ class Runtime:
 
     def _on_encrypted(self, event: str) -> None:
         self.set_state("e2ee", {"event": event, "at": utcnow().isoformat()})
+
+    # ---- the companion WordPress plugin ----------------------------------------------------------------
+
+    def companion(self):
+        """The companion plugin client (``wp_bridge.companion.CompanionClient``), or None when not set up.
+
+        None when there is no shared secret or no KiviCare URL, or the admin switched the plugin off.
+        """
+        from wp_bridge.companion import CompanionClient
+
+        secret, base = self.cfg.get("companion.secret"), self.cfg.get("kivicare.base_url")
+        if not (secret and base and self.cfg.get("companion.enabled")):
+            return None
+        key = (base, secret)
+        with self._lock:
+            if getattr(self, "_companion_key", None) != key:
+                self._companion = CompanionClient(base, secret)
+                self._companion_key = key
+            return self._companion
+
+    def remember_once(self, kind: str, key: str, ttl_seconds: int) -> bool:
+        """True the first time ``(kind, key)`` is seen within ``ttl_seconds``; False on a replay."""
+        import peewee
+        from datetime import timedelta
+        from .storage.models import SeenKey
+        now = utcnow()
+        SeenKey.delete().where(SeenKey.expires_at < now).execute()
+        try:
+            SeenKey.create(kind=kind, key=key, expires_at=now + timedelta(seconds=ttl_seconds))
+        except peewee.IntegrityError:
+            return False
+        return True
 
     # ---- Google --------------------------------------------------------------------------------
 

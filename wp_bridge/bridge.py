@@ -22,16 +22,19 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from sidecar.calendars.base import (CalendarAuthError, CalendarError, CalendarNotFound, CalendarRateLimited,
-                                    CalendarRequestError, CalendarUnavailable, EventSpec)
+from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
+                                    CalendarUnavailable, EventSpec)
 from sidecar.calendars.google import event_body, event_id_for
 from sidecar.storage import transaction
-from sidecar.storage.models import (Appointment as AppointmentRow, Connection, Doctor, Job, MeetMapping,
-                                    RejectedRow, SyncLog, utcnow)
+from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
+                                    RejectedRow, utcnow)
 
 from . import event_text, jobs
+from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailable
 from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
 from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment
+from .inbound import Inbound
+from .synclog import log_sync
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,6 @@ class Decision:
     spec: EventSpec | None = None
 
 
-def log_sync(action: str, outcome: str, *, doctor_id: int | None = None, appointment_id: str = "",
-             error: Exception | None = None, message: str = "") -> None:
-    """One sync-log row: ids, action, outcome, error class. Never patient data."""
-    SyncLog.create(doctor_id=doctor_id, appointment_id=appointment_id or "", action=action, outcome=outcome,
-                   error_class=type(error).__name__ if error else "", message=(message or str(error or ""))[:500])
-
-
 class Bridge:
     """The engine for one runtime (``sidecar.runtime.Runtime``). Thread-safe: workers share it."""
 
@@ -84,6 +80,8 @@ class Bridge:
         self._services: dict[int, int] = {}  # doctor-service mapping id -> kc_services id
         self._services_checked: datetime | None = None
         self._poll_lock = threading.Lock()
+        self._pull_lock = threading.Lock()
+        self.inbound = Inbound(self)
 
     # ---- reference data ------------------------------------------------------------------------
 
@@ -251,6 +249,9 @@ class Bridge:
         values = dict(doctor_id=appointment.doctor_id, start_utc=appointment.start, end_utc=appointment.end,
                       status=appointment.status, list_hash=list_hash or appointment.row_hash,
                       data=appointment.to_dict(), present=True, last_seen_at=now)
+        before = AppointmentRow.get_or_none(AppointmentRow.id == appointment.id)
+        if before is None or Appointment.from_dict(before.data) != appointment:
+            values["changed_at"] = now  # when the sidecar saw KiviCare's change (the "most recent" rule)
         (AppointmentRow.insert(id=appointment.id, first_seen_at=now, **values)
          .on_conflict(conflict_target=[AppointmentRow.id],
                       update={getattr(AppointmentRow, k): v for k, v in values.items()}).execute())
@@ -276,8 +277,16 @@ class Bridge:
         return {row.doctor_id: row for row in rows}
 
     def _plan(self, appointment: Appointment, connections: dict[int, Connection]) -> int:
-        """Enqueue a push wherever the event differs from what Google confirmed. Returns jobs enqueued."""
+        """Enqueue a push wherever the event differs from what Google confirmed. Returns jobs enqueued.
+
+        Nothing is pushed under the "Google → KiviCare only" direction, or while the admin has an open
+        conflict about the appointment.
+        """
         enqueued = 0
+        if self.cfg.get("sync.direction") == "google_to_kivicare":
+            return 0
+        if Conflict.select().where((Conflict.appointment_id == appointment.id) & (Conflict.state == "open")).exists():
+            return 0
         connection = connections.get(appointment.doctor_id)
         mappings = list(MeetMapping.select().where((MeetMapping.appointment_id == appointment.id)
                                                    & (MeetMapping.state == "active")))
@@ -365,26 +374,48 @@ class Bridge:
         return done
 
     def run_job(self, job: Job) -> None:
-        """Run one claimed job; decides retry, reconnect or give-up from the error's kind."""
+        """Run one claimed job; decides retry, reconnect or give-up from the error's kind.
+
+        Kinds: ``push`` and ``conference`` (per appointment and connection, against the calendar),
+        ``fetch`` (one appointment from KiviCare, after a hint), ``meet_link`` (to the companion plugin).
+        """
         payload = job.payload or {}
         appointment_id = str(payload.get("appointment_id", ""))
-        connection = Connection.get_or_none(Connection.id == payload.get("connection_id"))
+        connection = None
+        if job.kind in ("push", "conference"):
+            connection = Connection.get_or_none(Connection.id == payload.get("connection_id"))
+            if connection is None or connection.state == "disconnected" or not connection.calendar_id:
+                jobs.complete(job)
+                return
+            if connection.state == "needs_reconnect":
+                # Kept, not tried: the doctor must reconnect first (on_connected makes it due again).
+                jobs.retry_later(job, timedelta(minutes=30), "waiting for the doctor to reconnect Google",
+                                 counts=False)
+                return
         doctor_id = connection.doctor_id if connection else None
-        if connection is None or connection.state == "disconnected" or not connection.calendar_id:
-            jobs.complete(job)
-            return
-        if connection.state == "needs_reconnect":
-            # Kept, not tried: the doctor must reconnect first (on_connected makes it due again).
-            jobs.retry_later(job, timedelta(minutes=30), "waiting for the doctor to reconnect Google", counts=False)
-            return
         try:
             if job.kind == "push":
                 self._push(appointment_id, connection)
             elif job.kind == "conference":
                 self._check_conference(appointment_id, connection)
+            elif job.kind == "fetch":
+                self._fetch(appointment_id)
+            elif job.kind == "meet_link":
+                self._push_meet_link(appointment_id)
+            elif job.kind == "busy_push":
+                self.inbound.push_busy(int(payload.get("doctor_id", 0)))
             else:
                 raise ValueError(f"unknown job kind {job.kind!r}")
-        except (CalendarUnavailable, KiviCareUnavailable) as exc:
+        except CalendarChanged as exc:
+            # Google's copy changed since our last write: read it and apply the rules, then try again.
+            delay = timedelta(0) if job.retries < 3 else jobs.backoff(job.retries)
+            try:
+                self.inbound.recheck(connection, appointment_id)
+            except (CalendarError, KiviCareError, CompanionError) as inner:
+                log.warning("could not re-read a changed event: %s", inner)
+            finally:
+                jobs.retry_later(job, delay, str(exc), counts=False)
+        except (CalendarUnavailable, KiviCareUnavailable, CompanionUnavailable) as exc:
             jobs.retry_later(job, jobs.backoff(job.retries), str(exc), counts=False)
             log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
         except CalendarRateLimited as exc:
@@ -398,7 +429,7 @@ class Bridge:
             log.warning("doctor %s must reconnect Google: %s", doctor_id, exc)
             log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
                      message="Google refused this doctor's access. Ask the doctor to reconnect; jobs are kept.")
-        except (CalendarError, KiviCareError, BadAppointment, ValueError) as exc:
+        except (CalendarError, KiviCareError, CompanionError, BadAppointment, ValueError) as exc:
             self._count_failure(job, connection, appointment_id, exc)
         except Exception as exc:  # a bug must not stop the loop; it is counted and shown
             log.exception("job %s failed unexpectedly", job.id)
@@ -406,16 +437,18 @@ class Bridge:
         else:
             jobs.complete(job)
 
-    def _count_failure(self, job: Job, connection: Connection, appointment_id: str, exc: Exception) -> None:
-        Connection.update(failed_count=Connection.failed_count + 1, last_error=str(exc)[:300]).where(
-            Connection.id == connection.id).execute()
+    def _count_failure(self, job: Job, connection: Connection | None, appointment_id: str, exc: Exception) -> None:
+        doctor_id = connection.doctor_id if connection else None
+        if connection is not None:
+            Connection.update(failed_count=Connection.failed_count + 1, last_error=str(exc)[:300]).where(
+                Connection.id == connection.id).execute()
         if job.attempts + 1 >= MAX_ATTEMPTS:
             jobs.give_up(job, f"{type(exc).__name__}: {exc}")
-            log_sync(job.kind, "error", doctor_id=connection.doctor_id, appointment_id=appointment_id, error=exc,
+            log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
                      message=f"Gave up after {MAX_ATTEMPTS} tries: {exc}")
         else:
             jobs.retry_later(job, jobs.backoff(job.retries, base=30), f"{type(exc).__name__}: {exc}", counts=True)
-            log_sync(job.kind, "retry", doctor_id=connection.doctor_id, appointment_id=appointment_id, error=exc)
+            log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
 
     def _push(self, appointment_id: str, connection: Connection) -> None:
         row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
@@ -434,8 +467,10 @@ class Bridge:
             google = google or self.rt.google_for(connection)
             google.delete_event(old.calendar_id, old.event_id)
             self._mark_deleted(old, connection, "moved-calendar")
-        if decision.action == "keep":
+        if decision.action == "keep" or (mapping is not None and mapping.state == "dismissed"):
             return
+        if Conflict.select().where((Conflict.appointment_id == appointment_id) & (Conflict.state == "open")).exists():
+            return  # the admin decides first
         if decision.action == "delete":
             if mapping is None or mapping.state != "active" or mapping.connection_id != connection.id:
                 return
@@ -463,8 +498,10 @@ class Bridge:
             # status always, so an event the doctor deleted in Google comes back.
             changes = {k: v for k, v in body.items()
                        if k in ("status", "conferenceData") or mapping.pushed_body.get(k) != v}
+        # If-Match: a doctor's edit in Google since our last write is never silently overwritten (412 →
+        # pull first, then decide by direction and conflict rule).
         state = google.upsert_event(calendar_id, event_id, body, known=known, send_updates=send_updates,
-                                    changes=changes)
+                                    changes=changes, if_match=mapping.etag if known and mapping.etag else None)
         now = utcnow()
         conference_status = state.conference_status if spec.telemedicine else ""
         link = state.hangout_link if spec.telemedicine else ""
@@ -485,7 +522,10 @@ class Bridge:
             jobs.enqueue("conference", f"conference:{appointment_id}:{connection.id}",
                          {"appointment_id": appointment_id, "connection_id": connection.id},
                          run_after=now + CONFERENCE_RECHECK)
-        if link and link != (mapping.hangout_link if mapping else ""):
+        previous_link = mapping.hangout_link if (mapping is not None and mapping.state == "active") else ""
+        if link != previous_link:
+            self._enqueue_meet_link(appointment_id)
+        if link and link != previous_link:
             log_sync("meet-link", "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
             self._enqueue_push(appointment_id, connection.id)  # put the link into the description and location
 
@@ -503,6 +543,7 @@ class Bridge:
             MeetMapping.id == mapping.id).execute()
         if state.hangout_link:
             log_sync("meet-link", "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
+            self._enqueue_meet_link(appointment_id)
         else:
             log_sync("meet-link", "error", doctor_id=connection.doctor_id, appointment_id=appointment_id,
                      message="Google could not create a Meet conference; the sidecar will ask again on the next change")
@@ -510,11 +551,75 @@ class Bridge:
 
     def _mark_deleted(self, mapping: MeetMapping, connection: Connection, action: str) -> None:
         now = utcnow()
+        if mapping.hangout_link:
+            self._enqueue_meet_link(mapping.appointment_id)
         with transaction():
             MeetMapping.update(state="deleted", pushed_hash="", updated_at=now).where(MeetMapping.id == mapping.id).execute()
             Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now).where(
                 Connection.id == connection.id).execute()
         log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=mapping.appointment_id)
+
+    # ---- hints and the companion plugin -----------------------------------------------------------
+
+    def on_hint(self, appointment_id: str, event: str = "") -> None:
+        """The companion plugin says ``appointment_id`` changed: fetch it now (never trust the hint as data).
+
+        Malformed ids are ignored (a hint is only a reason to look; the poll catches everything anyway).
+        """
+        appointment_id = str(appointment_id).strip()
+        if not appointment_id.isdigit() or len(appointment_id) > 20:
+            log.warning("ignored a hint with a malformed appointment id")
+            return
+        jobs.enqueue("fetch", f"fetch:{appointment_id}", {"appointment_id": appointment_id, "event": event[:60]})
+        self.rt.work_available.set()
+
+    def _fetch(self, appointment_id: str) -> None:
+        """``GET /appointments/{id}?timezone=UTC`` for one appointment, then plan its events."""
+        connections = self._connections()
+        row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
+        try:
+            detail = self.rt.kivicare().get_appointment(appointment_id)
+        except KiviCareNotFound:
+            if row is not None and row.present:
+                AppointmentRow.update(present=False, last_seen_at=utcnow()).where(
+                    AppointmentRow.id == appointment_id).execute()
+                log_sync("deleted-in-kivicare", "ok", doctor_id=row.doctor_id, appointment_id=appointment_id)
+                self._plan_deleted(row, connections)
+            return
+        except BadAppointment as exc:
+            self._reject(appointment_id, "", exc.problem)
+            return
+        if row is not None:
+            cached = Appointment.from_dict(row.data)
+            detail = replace(detail, clinic_address=detail.clinic_address or cached.clinic_address)
+        appointment = self._with_services(detail, detail.service_mapping_ids or ())
+        # Keep the list row's hash: the detail is not the list row, and the next poll compares list rows.
+        self._remember(appointment, list_hash=row.list_hash if row is not None else "hint")
+        if self._plan(appointment, connections):
+            self.rt.work_available.set()
+
+    def _enqueue_meet_link(self, appointment_id: str) -> None:
+        if self.rt.companion() is not None:
+            jobs.enqueue("meet_link", f"meet:{appointment_id}", {"appointment_id": appointment_id})
+
+    def _push_meet_link(self, appointment_id: str) -> None:
+        """Tell the companion plugin the appointment's current Meet link (or that it has none any more)."""
+        companion = self.rt.companion()
+        if companion is None:
+            return
+        mapping = (MeetMapping.select().where((MeetMapping.appointment_id == appointment_id)
+                                              & (MeetMapping.state == "active") & (MeetMapping.hangout_link != ""))
+                   .order_by(MeetMapping.updated_at.desc()).first())
+        try:
+            if mapping is None:
+                companion.remove_meet_link(appointment_id)
+                log_sync("meet-link-to-kivicare", "ok", appointment_id=appointment_id, message="removed")
+            else:
+                companion.set_meet_link(appointment_id, mapping.hangout_link, mapping.event_id, mapping.calendar_id)
+                log_sync("meet-link-to-kivicare", "ok", doctor_id=mapping.doctor_id, appointment_id=appointment_id)
+        except CompanionNotInstalled:
+            log_sync("meet-link-to-kivicare", "skipped", appointment_id=appointment_id,
+                     message="The companion plugin is not installed: the Meet link is only in Google.")
 
     # ---- connections ------------------------------------------------------------------------------
 
@@ -553,9 +658,41 @@ class Bridge:
                 pass
         return warnings
 
+    def pull_connection(self, connection: Connection):
+        """Pull one doctor's calendars from Google; auth problems mark the connection, outages are logged."""
+        with self._pull_lock:
+            try:
+                return self.inbound.pull(connection)
+            except CalendarAuthError as exc:
+                Connection.update(state="needs_reconnect", last_error=str(exc)[:300], updated_at=utcnow()).where(
+                    Connection.id == connection.id).execute()
+                log_sync("pull", "error", doctor_id=connection.doctor_id, error=exc, direction="google→kivicare",
+                         message="Google refused this doctor's access. Ask the doctor to reconnect.")
+            except (CalendarError, KiviCareError, CompanionError) as exc:
+                log.warning("pull for doctor %s failed: %s", connection.doctor_id, exc)
+                log_sync("pull", "retry", doctor_id=connection.doctor_id, error=exc, direction="google→kivicare")
+            return None
+
+    def pull_all(self) -> int:
+        """Pull every active connection (``sync.direction`` permitting). Returns how many were pulled."""
+        if self.cfg.get("sync.direction") == "kivicare_to_google":
+            # Edits of our events are still put back, and busy blocks still flow: both need the pull.
+            pass
+        pulled = 0
+        for connection in self._connections().values():
+            if connection.state == "active":
+                self.pull_connection(connection)
+                pulled += 1
+        return pulled
+
     def sync_once(self, max_rounds: int = 20) -> PollReport:
-        """Poll once, then run jobs until none is due (conference re-checks included, bounded)."""
+        """Poll KiviCare, pull Google, then run jobs until none is due (Meet re-checks included, bounded).
+
+        The pull comes before the jobs so a doctor's change in Google meets the conflict rule rather
+        than being overwritten by a pending push.
+        """
         report = self.poll()
+        self.pull_all()
         for _ in range(max_rounds):
             ran = self.run_due_jobs()
             upcoming = Job.select().where((Job.state == "pending")

@@ -28,7 +28,7 @@ class BridgeLoop:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.scheduler = schedule.Scheduler()
-        self.work_available = threading.Event()
+        self.work_available = runtime.work_available
 
     def start(self) -> None:
         self.scheduler.every(int(self.rt.cfg.get("bridge.poll_seconds"))).seconds.do(self.poll)
@@ -56,6 +56,11 @@ class BridgeLoop:
             log.warning("KiviCare could not be read; nothing changed, trying again: %s", exc)
         except Exception:  # the loop must outlive any bug in one poll
             log.exception("poll failed")
+        try:
+            self.bridge.pull_all()  # Google → KiviCare: each connection's calendars, incrementally
+            self.work_available.set()
+        except Exception:
+            log.exception("pull failed")
 
     def _startup(self) -> bool:
         """Run the start checks until KiviCare answers. False when syncing must not start (RefuseToRun)."""
@@ -92,6 +97,8 @@ class BridgeLoop:
     def _worker(self) -> None:
         name = worker_id(threading.current_thread().name)
         while not self.stopping.is_set():
+            # Cleared before looking, so work queued while we run is not slept through.
+            self.work_available.clear()
             try:
                 ran = self.bridge.run_due_jobs(name)
             except Exception:  # e.g. the database briefly locked; try again shortly
@@ -99,4 +106,3 @@ class BridgeLoop:
                 ran = 0
             if not ran:
                 self.work_available.wait(timeout=1.0)
-                self.work_available.clear()

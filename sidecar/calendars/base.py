@@ -55,6 +55,38 @@ class EventState:
 
 
 @dataclass(frozen=True)
+class CalendarEvent:
+    """An event read from a calendar (Google → us), parsed at the edge.
+
+    ``start``/``end`` aware UTC, or None for a tombstone (Google sends cancelled events bare).
+    ``all_day`` events carry UTC instants of local midnights in ``timezone``. ``busy`` follows RFC
+    5545 transparency (absent = opaque). ``declined``: the calendar's owner declined it.
+    ``appointment_id``/``site`` come from our private extended properties (our own events).
+    """
+
+    id: str
+    status: str  # confirmed, tentative, cancelled
+    etag: str = ""
+    updated: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    all_day: bool = False
+    busy: bool = True
+    declined: bool = False
+    event_type: str = "default"  # default, outOfOffice, workingLocation, focusTime, ...
+    private: bool = False  # visibility private/confidential: no title leaves the calendar
+    summary: str = ""
+    description: str = ""
+    location: str = ""
+    appointment_id: str = ""
+    site: str = ""
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+
+@dataclass(frozen=True)
 class CalendarInfo:
     """An entry of the account's calendar list."""
 
@@ -79,6 +111,14 @@ class CalendarRateLimited(CalendarError):
     def __init__(self, message: str, long_pause: bool = False):
         super().__init__(message)
         self.long_pause = long_pause
+
+
+class CalendarSyncTokenExpired(CalendarError):
+    """410 on an incremental list: the syncToken is no longer valid; do a (bounded) full sync."""
+
+
+class CalendarChanged(CalendarError):
+    """412: the event changed in the calendar since our last write (If-Match did not match)."""
 
 
 class CalendarAuthError(CalendarError):

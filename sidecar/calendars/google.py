@@ -29,8 +29,8 @@ from googleapiclient import discovery_cache
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
 
-from .base import (CalendarAuthError, CalendarInfo, CalendarNotFound, CalendarRateLimited,
-                   CalendarRequestError, CalendarUnavailable, EventSpec, EventState)
+from .base import (CalendarAuthError, CalendarChanged, CalendarEvent, CalendarInfo, CalendarNotFound, CalendarRateLimited,
+                   CalendarRequestError, CalendarSyncTokenExpired, CalendarUnavailable, EventSpec, EventState)
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,41 @@ def _state(event: dict) -> EventState:
                       hangout_link=link, conference_status=status)
 
 
+def _when(value: dict | None, zone: str) -> tuple[datetime | None, bool]:
+    """An event's start or end as aware UTC; all-day ``date`` values are local midnights in ``zone``."""
+    if not value:
+        return None, False
+    if value.get("dateTime"):
+        return _rfc3339_to_utc(value["dateTime"]), False
+    if value.get("date"):
+        try:
+            day = datetime.fromisoformat(value["date"])
+        except ValueError:
+            return None, True
+        local = ZoneInfo(value.get("timeZone") or zone or "UTC")
+        return day.replace(tzinfo=local).astimezone(timezone.utc), True
+    return None, False
+
+
+def parse_event(item: dict, zone: str = "UTC") -> CalendarEvent:
+    """A Google Event resource → CalendarEvent. Tombstones (only id + status) parse too; never raises
+    for a missing field (``zone``: the calendar's timezone, for all-day dates)."""
+    start, all_day = _when(item.get("start"), zone)
+    end, _ = _when(item.get("end"), zone)
+    private = ((item.get("extendedProperties") or {}).get("private") or {})
+    declined = any(a.get("self") and a.get("responseStatus") == "declined" for a in item.get("attendees") or []
+                   if isinstance(a, dict))
+    return CalendarEvent(
+        id=str(item.get("id", "")), status=str(item.get("status") or "confirmed"), etag=str(item.get("etag", "")),
+        updated=_rfc3339_to_utc(item.get("updated")), start=start, end=end, all_day=all_day,
+        busy=item.get("transparency", "opaque") != "transparent", declined=declined,
+        event_type=str(item.get("eventType") or "default"),
+        private=item.get("visibility") in ("private", "confidential"),
+        summary=str(item.get("summary") or ""), description=str(item.get("description") or ""),
+        location=str(item.get("location") or ""),
+        appointment_id=str(private.get(PRIVATE_KEY, "")), site=str(private.get("kcSite", "")))
+
+
 def _reason(error: HttpError) -> str:
     try:
         details = json.loads(error.content.decode("utf-8"))["error"]
@@ -128,6 +163,8 @@ def translate(error: Exception, what: str) -> Exception:
     """Map a client-library exception to our named errors (the one place that knows HTTP)."""
     if isinstance(error, HttpError):
         status, reason = error.resp.status, _reason(error)
+        if status == 412:
+            return CalendarChanged(f"{what}: changed in the calendar since our last write")
         if status == 404 or status == 410:
             return CalendarNotFound(f"{what}: {status} {reason}")
         if status == 429 or (status == 403 and reason in _RATE_REASONS):
@@ -175,10 +212,14 @@ class GoogleCalendar:
         except Exception as exc:  # translated below; anything unknown is re-raised unchanged
             raise translate(exc, what) from exc
         finally:
-            if self.credentials.token != self._token_seen:
-                self._token_seen = self.credentials.token
-                if self.on_tokens:
-                    self.on_tokens(self.credentials.token, self.credentials.expiry)
+            self._after_call()
+
+    def _after_call(self) -> None:
+        """Hand a token google-auth refreshed during the call to the owner, to be stored encrypted."""
+        if self.credentials.token != self._token_seen:
+            self._token_seen = self.credentials.token
+            if self.on_tokens:
+                self.on_tokens(self.credentials.token, self.credentials.expiry)
 
     # ---- account ---------------------------------------------------------------------------------
 
@@ -202,13 +243,19 @@ class GoogleCalendar:
 
     # ---- events --------------------------------------------------------------------------------
 
+    def read_event(self, calendar_id: str, event_id: str, zone: str = "UTC") -> CalendarEvent:
+        """``events.get`` parsed as a CalendarEvent (cancelled events included); raises CalendarNotFound."""
+        return parse_event(self._execute(self.service.events().get(calendarId=calendar_id, eventId=event_id),
+                                         "events.get"), zone)
+
     def get_event(self, calendar_id: str, event_id: str) -> EventState:
         """``events.get``; raises CalendarNotFound."""
         return _state(self._execute(self.service.events().get(calendarId=calendar_id, eventId=event_id),
                                     "events.get"))
 
     def upsert_event(self, calendar_id: str, event_id: str, body: dict, *, known: bool,
-                     send_updates: str = "none", changes: dict | None = None) -> EventState:
+                     send_updates: str = "none", changes: dict | None = None,
+                     if_match: str | None = None) -> EventState:
         """Make ``event_id`` look like ``body`` (the fields we own).
 
         ``known`` True: patch ``changes`` (default: the whole body) first, insert the whole body if
@@ -217,7 +264,8 @@ class GoogleCalendar:
         """
         if known:
             try:
-                return self._patch(calendar_id, event_id, body if changes is None else changes, send_updates)
+                return self._patch(calendar_id, event_id, body if changes is None else changes, send_updates,
+                                   if_match)
             except CalendarNotFound:
                 pass
         try:
@@ -230,10 +278,49 @@ class GoogleCalendar:
         log.info("event %s already exists in Google (earlier try); patching it", event_id)
         return self._patch(calendar_id, event_id, body, send_updates)
 
-    def _patch(self, calendar_id: str, event_id: str, body: dict, send_updates: str) -> EventState:
+    def _patch(self, calendar_id: str, event_id: str, body: dict, send_updates: str,
+               if_match: str | None = None) -> EventState:
         patch = self.service.events().patch(calendarId=calendar_id, eventId=event_id, body=body,
                                             conferenceDataVersion=1, sendUpdates=send_updates)
+        if if_match:
+            patch.headers["If-Match"] = if_match  # not a method parameter (NOTES 2.2)
         return _state(self._execute(patch, "events.patch"))
+
+    def list_changes(self, calendar_id: str, sync_token: str | None, *, time_min: datetime | None = None,
+                     time_max: datetime | None = None, zone: str = "UTC") -> tuple[list[CalendarEvent], str]:
+        """``events.list``, every page: incremental with ``sync_token``, else a full list of the window.
+
+        Returns ``(events, next_sync_token)``; tombstones included. Follows Google's sync guide: the same
+        query with ``pageToken`` until ``nextSyncToken`` appears on the last page. Raises
+        CalendarSyncTokenExpired on 410 (the caller then does a bounded full sync).
+        """
+        events: list[CalendarEvent] = []
+        page_token = None
+        while True:
+            if sync_token:
+                params = {"syncToken": sync_token}
+            else:
+                params = {"showDeleted": False, "singleEvents": True, "maxResults": 250}
+                if time_min:
+                    params["timeMin"] = time_min.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+                if time_max:
+                    params["timeMax"] = time_max.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            request = self.service.events().list(calendarId=calendar_id, pageToken=page_token, **params)
+            try:
+                page = request.execute(num_retries=0)
+            except HttpError as exc:
+                if exc.resp.status == 410:
+                    raise CalendarSyncTokenExpired(f"events.list: sync token expired ({_reason(exc)})") from exc
+                raise translate(exc, "events.list") from exc
+            except Exception as exc:
+                raise translate(exc, "events.list") from exc
+            finally:
+                self._after_call()
+            zone = page.get("timeZone") or zone
+            events.extend(parse_event(item, zone) for item in page.get("items", []) if isinstance(item, dict))
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                return events, page.get("nextSyncToken", "")
 
     def delete_event(self, calendar_id: str, event_id: str, send_updates: str = "none") -> None:
         """``events.delete``; an event already gone (404/410) counts as deleted."""

@@ -23,9 +23,21 @@ def _v1_initial(db: peewee.Database) -> None:
                       m.Appointment, m.RejectedRow, m.MeetMapping, m.Job, m.SyncLog], safe=True)
 
 
+def _v2_seen_keys(db: peewee.Database) -> None:
+    db.create_tables([m.SeenKey], safe=True)
+
+
+def _v3_two_way(db: peewee.Database) -> None:
+    db.create_tables([m.SyncCursor, m.BusyBlock, m.Conflict], safe=True)
+    add_column_if_missing(db, "calendar_connections", "busy_calendars", m.Connection.busy_calendars)
+    add_column_if_missing(db, "kc_appointments", "changed_at", m.Appointment.changed_at)
+
+
 MIGRATIONS = (
     (1, "initial: settings, accounts, doctors, connections, appointments, meet mappings, jobs, sync log",
      _v1_initial),
+    (2, "seen keys: single-use SSO tokens from the companion plugin", _v2_seen_keys),
+    (3, "two-way sync: sync cursors, busy blocks, conflicts", _v3_two_way),
 )
 
 

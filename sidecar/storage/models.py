@@ -148,6 +148,7 @@ class Connection(BaseModel):
     calendar_name = peewee.CharField(max_length=255, default="")
     calendar_timezone = peewee.CharField(max_length=64, null=True)
     state = peewee.CharField(max_length=20, default="pending")
+    busy_calendars = JSONTextField(null=True)  # calendar ids whose busy time blocks booking; None = destination
     last_error = peewee.TextField(default="")
     last_sync_at = UTCDateTimeField(null=True)
     synced_count = peewee.IntegerField(default=0)
@@ -175,6 +176,7 @@ class Appointment(BaseModel):
     list_hash = peewee.CharField(max_length=64)
     data = JSONTextField()
     present = peewee.BooleanField(default=True)  # False once KiviCare confirmed the deletion (404)
+    changed_at = UTCDateTimeField(null=True)  # when the sidecar saw KiviCare's latest change (conflict rule)
     first_seen_at = UTCDateTimeField(default=utcnow)
     last_seen_at = UTCDateTimeField(default=utcnow)
 
@@ -264,5 +266,77 @@ class SyncLog(BaseModel):
         table_name = "sync_log"
 
 
+class SyncCursor(BaseModel):
+    """Per connection and calendar: Google's syncToken and the push channel watching it."""
+
+    connection = peewee.ForeignKeyField(Connection, backref="cursors", on_delete="CASCADE")
+    calendar_id = peewee.CharField(max_length=1024)
+    sync_token = peewee.TextField(null=True)
+    full_sync_at = UTCDateTimeField(null=True)
+    last_pull_at = UTCDateTimeField(null=True)
+    channel_id = peewee.CharField(max_length=64, default="")
+    channel_resource_id = peewee.CharField(max_length=255, default="")
+    channel_token = peewee.CharField(max_length=255, default="")
+    channel_expiration = UTCDateTimeField(null=True)
+
+    class Meta:
+        table_name = "sync_cursors"
+        indexes = ((("connection", "calendar_id"), True),)
+
+
+class BusyBlock(BaseModel):
+    """A Google event that makes the doctor busy (served to KiviCare's slot generator by the plugin)."""
+
+    connection = peewee.ForeignKeyField(Connection, backref="busy_blocks", on_delete="CASCADE")
+    doctor_id = peewee.IntegerField(index=True)
+    calendar_id = peewee.CharField(max_length=1024)
+    event_id = peewee.CharField(max_length=1024)
+    start_utc = UTCDateTimeField(index=True)
+    end_utc = UTCDateTimeField()
+    name = peewee.CharField(max_length=255, default="Busy")
+
+    class Meta:
+        table_name = "busy_blocks"
+        indexes = ((("connection", "calendar_id", "event_id"), True),)
+
+
+class Conflict(BaseModel):
+    """A change the sidecar will not decide alone: both sides changed (manual rule), a move without the
+    companion plugin, a refused reschedule, or a pull that would cancel too many appointments at once.
+
+    ``kivicare`` and ``google`` hold both versions side by side (times UTC ISO, status, title).
+    ``state``: open, resolved. ``resolution``: kivicare, google, dismissed.
+    """
+
+    kind = peewee.CharField(max_length=40)
+    doctor_id = peewee.IntegerField(null=True, index=True)
+    appointment_id = peewee.CharField(max_length=32, default="", index=True)
+    connection = peewee.ForeignKeyField(Connection, null=True, on_delete="SET NULL")
+    kivicare = JSONTextField(default=dict)
+    google = JSONTextField(default=dict)
+    message = peewee.TextField(default="")
+    state = peewee.CharField(max_length=20, default="open", index=True)
+    resolution = peewee.CharField(max_length=20, default="")
+    created_at = UTCDateTimeField(default=utcnow)
+    resolved_at = UTCDateTimeField(null=True)
+    resolved_by = peewee.CharField(max_length=150, default="")
+
+    class Meta:
+        table_name = "conflicts"
+
+
+class SeenKey(BaseModel):
+    """Keys that may be used once (SSO token ids): ``kind`` + ``key`` until ``expires_at``."""
+
+    kind = peewee.CharField(max_length=40)
+    key = peewee.CharField(max_length=255)
+    expires_at = UTCDateTimeField(index=True)
+
+    class Meta:
+        table_name = "seen_keys"
+        primary_key = peewee.CompositeKey("kind", "key")
+
+
 ALL_MODELS = (SchemaVersion, SettingRow, AdminUser, OneTimeToken, OAuthState, Doctor, Connection,
-              Appointment, RejectedRow, MeetMapping, Job, SyncLog)
+              Appointment, RejectedRow, MeetMapping, Job, SyncLog, SeenKey, SyncCursor, BusyBlock,
+              Conflict)

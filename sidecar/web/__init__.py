@@ -3,15 +3,21 @@
 ``create_app(runtime)`` builds the app from a ``sidecar.runtime.Runtime``; one blueprint per area:
 
 - ``auth``: first-run setup (one-time link printed by the CLI), sign in, sign out;
+- ``sso``: sign-in from WordPress through the companion plugin's signed, single-use link (``/sso``);
 - ``dashboard``: the home page (doctors, sync state, health, recent activity) and ``/api/status``;
-- ``settings``: Google, KiviCare, sync and telemedicine settings;
-- ``connect``: doctors' Google connections (admin on their behalf, or a doctor's Connect link),
-  the OAuth callback, the calendar choice, disconnect;
+- ``settings``: Google, KiviCare, sync, telemedicine and companion plugin settings;
+- ``connect``: doctors' Google connections (admin on their behalf, a doctor's Connect link, or a
+  doctor signed in from WordPress on ``/me``), the OAuth callback, the calendar choice, disconnect;
+- ``hooks``: signed calls from the companion plugin (``/hooks/kivicare`` hints, ``/hooks/ping``);
 - ``health``: ``/healthz`` for load balancers and monitors.
 
-Security: CSRF tokens on every POST (Flask-WTF), HttpOnly + SameSite=Lax session cookies that are
-Secure when the public URL is https, sessions that end after 12 hours, a Content-Security-Policy
-without inline code, and no page that shows a stored secret. For the CLI: ``create_app``,
+Roles (``security.Principal``): admins (local accounts, WordPress administrators and clinic admins)
+see everything; doctors only their own calendar page; receptionists the dashboard, read-only.
+
+Security: CSRF tokens on every POST (Flask-WTF) except the plugin's signed hooks, HttpOnly +
+SameSite=Lax session cookies that are Secure when the public URL is https, sessions that end after
+12 hours, a Content-Security-Policy without inline code, and no page that shows a stored secret
+(the companion secret is shown only on an admin's explicit request). For the CLI: ``create_app``,
 ``create_setup_link``, ``create_admin`` and ``create_connect_link``.
 """
 
@@ -23,10 +29,12 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from ..config import ROOT
 from ..storage import close_database
 from . import common
-from .security import SESSION_LIFETIME, LoginLimiter, admin_exists, current_admin, load_secret_key
+from .security import (SESSION_LIFETIME, LoginLimiter, admin_exists, current_admin, current_user, load_secret_key,
+                       refuse_writes_by_role)
 
-# Reachable before the first admin exists (everything else redirects to /setup).
-_OPEN_BEFORE_SETUP = {"auth.setup", "health.healthz", "static"}
+# Reachable before the first admin exists (everything else redirects to /setup). The plugin's hooks
+# answer JSON (503 until a secret exists), never a redirect.
+_OPEN_BEFORE_SETUP = {"auth.setup", "health.healthz", "static", "hooks.kivicare", "hooks.ping"}
 
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
        "frame-ancestors 'none'")
@@ -52,11 +60,13 @@ def create_app(runtime) -> Flask:
     )
     app.extensions["sidecar_runtime"] = runtime
     app.extensions["sidecar_login_limiter"] = LoginLimiter()
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
 
-    from . import auth, connect, dashboard, health, settings
-    for blueprint in (auth.bp, dashboard.bp, settings.bp, connect.bp, health.bp):
+    from . import auth, connect, dashboard, health, hooks, settings, sso
+    app.extensions["sidecar_hints"] = hooks.HintDispatcher(runtime)
+    for blueprint in (auth.bp, sso.bp, dashboard.bp, settings.bp, connect.bp, hooks.bp, health.bp):
         app.register_blueprint(blueprint)
+    csrf.exempt(hooks.bp)  # signed with the shared secret instead; no browser session involved
 
     app.add_template_filter(common.relative, "relative")
     app.add_template_filter(common.absolute, "absolute")
@@ -64,7 +74,8 @@ def create_app(runtime) -> Flask:
 
     @app.context_processor
     def page_globals():
-        return {"current_admin": current_admin(), "app_name": runtime.cfg.get("google.app_name")}
+        return {"current_admin": current_admin(), "current_user": current_user(),
+                "app_name": runtime.cfg.get("google.app_name")}
 
     setup_done = {"yes": False}  # once an admin exists it stays; saves a query per request
 
@@ -76,6 +87,9 @@ def create_app(runtime) -> Flask:
             setup_done["yes"] = True
             return None
         return redirect(url_for("auth.setup"))
+
+    # Doctors and receptionists may POST only to the few endpoints meant for them (views check too).
+    app.before_request(refuse_writes_by_role)
 
     @app.after_request
     def security_headers(response):

@@ -1,10 +1,13 @@
 """Connecting doctors' Google Calendars: the Connect page, Connect links, the OAuth callback,
-the calendar choice and disconnect.
+the calendar choice and disconnect, and each doctor's own page.
 
-Two ways in, one flow:
+Three ways in, one flow:
 - an admin clicks "Connect now" and authorizes on the doctor's behalf (signed in);
 - an admin sends the doctor a Connect link (``/connect/start?token=…``, 7 days); the doctor needs
-  no account. The token is checked at every step and used up only when Google's answer arrives.
+  no account. The token is checked at every step and used up only when Google's answer arrives;
+- a doctor signed in through the companion plugin (``/sso``) opens ``/me``: their connection, last
+  sync, counts and recent activity, with Connect / Reconnect / Disconnect and the calendar choice
+  for their own calendar only. Admins see the same page for any doctor at ``/doctors/<id>``.
 
 Google's ``state`` is bound to the browser's session as well as stored server-side (with the
 PKCE verifier, ``sidecar.calendars.google_oauth``), so a callback started in another browser is
@@ -26,8 +29,8 @@ from ..calendars.google_oauth import OAuthError, authorization_url, finish_autho
 from ..storage import transaction
 from ..storage.models import Connection, Doctor, OneTimeToken, utcnow
 from .common import runtime
-from .security import (CONNECT_TTL, admin_required, consume_token, current_admin, new_token, release_token,
-                       valid_token)
+from .security import (CONNECT_TTL, admin_required, consume_token, current_admin, current_user, forbidden,
+                       new_token, release_token, roles_required, valid_token)
 
 log = logging.getLogger(__name__)
 bp = Blueprint("connect", __name__)
@@ -88,8 +91,14 @@ def _connection(doctor_id: int) -> Connection | None:
     return Connection.get_or_none((Connection.doctor == doctor_id) & (Connection.provider == PROVIDER))
 
 
+def _is_own_doctor(doctor_id: int) -> bool:
+    """The signed-in person is doctor ``doctor_id`` (through the companion plugin's sign-in)."""
+    user = current_user()
+    return user is not None and user.is_doctor and user.doctor_id == doctor_id
+
+
 def _may_choose_calendar(doctor_id: int) -> bool:
-    return current_admin() is not None or session.get("connect_doctor") == doctor_id
+    return current_admin() is not None or _is_own_doctor(doctor_id) or session.get("connect_doctor") == doctor_id
 
 
 def _start_google(doctor_id: int, via: dict):
@@ -106,6 +115,8 @@ def _start_google(doctor_id: int, via: dict):
 def _oauth_failed(message: str, via: dict | None, status: int = 400):
     if via and via.get("token"):
         again = url_for("connect.start", token=via["token"])
+    elif via and via.get("self"):
+        again = url_for("connect.me")
     elif current_admin() is not None:
         again = url_for("connect.index")
     else:
@@ -229,7 +240,10 @@ def oauth_callback():
         return _oauth_failed("This Google sign-in was started in another browser or took too long. "
                              "Start again from the same browser.", via)
     token_row = None
-    if not via.get("admin"):
+    if via.get("self"):
+        if not _is_own_doctor(via.get("doctor_id")):
+            return _oauth_failed("Your session ended. Open the Google Calendar link in KiviCare again.", None, 403)
+    elif not via.get("admin"):
         token_row = valid_token(via.get("token"), "connect")
         if token_row is None:
             return _oauth_failed("This Connect link is not valid any more. Ask the clinic's administrator "
@@ -266,9 +280,9 @@ def oauth_callback():
 def calendar(doctor_id: int):
     """Pick the calendar that receives the appointments (radio buttons), then start syncing."""
     if not _may_choose_calendar(doctor_id):
-        if current_admin() is None and "connect_doctor" not in session:
+        if current_user() is None and "connect_doctor" not in session:
             return redirect(url_for("auth.login", next=request.path))
-        abort(403)
+        return forbidden("You can choose the calendar only for your own Google connection.")
     conn = _connection(doctor_id)
     if conn is None or not conn.refresh_token or conn.state == "disconnected":
         return _oauth_failed("This doctor's Google account is not connected. Connect it first.", None, 409)
@@ -300,11 +314,98 @@ def calendar(doctor_id: int):
 @bp.route("/connect/<int:doctor_id>/done")
 def done(doctor_id: int):
     if not _may_choose_calendar(doctor_id):
-        abort(403)
+        return forbidden("This page belongs to another doctor's connection.")
     conn = _connection(doctor_id)
     if conn is None or conn.state != "active":
         return redirect(url_for("connect.calendar", doctor_id=doctor_id))
     return render_template("connect/done.html", doctor_name=doctor_name(doctor_id), conn=conn)
 
 
-__all__ = ["bp", "create_connect_link", "preferred_calendar", "refresh_doctors"]
+# ---- a doctor's own page ------------------------------------------------------------------------
+
+def doctor_view(doctor_id: int) -> dict:
+    """What a doctor's page shows: name, connection state, account, calendar, last sync, counts, activity."""
+    from .dashboard import STATE_LABELS, pending_jobs, recent_activity
+
+    conn = _connection(doctor_id)
+    state = conn.state if conn else None
+    return {
+        "doctor_id": doctor_id,
+        "doctor_name": doctor_name(doctor_id),
+        "conn": conn,
+        "state": state or "none",
+        "state_label": STATE_LABELS.get(state, state or "not connected"),
+        "connected": bool(conn and state in ("active", "needs_reconnect", "pending") and conn.refresh_token),
+        "account_email": conn.account_email if conn and state != "disconnected" else "",
+        "calendar_name": (conn.calendar_name or conn.calendar_id or "") if conn and state != "disconnected" else "",
+        "last_sync_at": conn.last_sync_at if conn else None,
+        "synced": conn.synced_count if conn else 0,
+        "failed": conn.failed_count if conn else 0,
+        "pending_jobs": pending_jobs(conn.id) if conn else 0,
+        "last_error": (conn.last_error or "") if conn else "",
+        "recent": recent_activity(20, doctor_id=doctor_id),
+        "google_ready": bool(runtime().cfg.get("google.client_id")),
+    }
+
+
+@bp.route("/me")
+def me():
+    """A doctor's own page (signed in through the companion plugin). Admins go to the dashboard."""
+    user = current_user()
+    if user is None:
+        return redirect(url_for("auth.login", next=request.path))
+    if user.is_admin:
+        return redirect(url_for("dashboard.index"))
+    if not user.is_doctor or not user.doctor_id:
+        return forbidden("This page is for doctors. Your account can view the dashboard.")
+    return render_template("connect/doctor.html", own=True, **doctor_view(user.doctor_id))
+
+
+@bp.route("/doctors/<int:doctor_id>")
+@roles_required("admin", "doctor")
+def doctor_page(doctor_id: int):
+    """One doctor's page: any doctor for admins; a doctor only their own (403 for anyone else's)."""
+    user = current_user()
+    if user.is_doctor:
+        if user.doctor_id != doctor_id:
+            return forbidden("You can open only your own calendar page.")
+        return redirect(url_for("connect.me"))
+    if Doctor.get_or_none(Doctor.id == doctor_id) is None:
+        abort(404)
+    return render_template("connect/doctor.html", own=False, **doctor_view(doctor_id))
+
+
+def _own_doctor_id() -> int | None:
+    user = current_user()
+    return user.doctor_id if user is not None and user.is_doctor else None
+
+
+@bp.route("/me/connect", methods=["POST"])
+def my_connect():
+    """A doctor's own "Connect" / "Reconnect": sign in with their Google account."""
+    doctor_id = _own_doctor_id()
+    if doctor_id is None:
+        return forbidden("Only a doctor signed in through KiviCare can connect their own calendar here.")
+    ensure_doctor(doctor_id)
+    try:
+        return _start_google(doctor_id, {"self": True, "doctor_id": doctor_id})
+    except OAuthError as exc:
+        return _oauth_failed(str(exc), {"self": True})
+
+
+@bp.route("/me/disconnect", methods=["POST"])
+def my_disconnect():
+    """A doctor disconnects their own Google Calendar (events already there stay)."""
+    doctor_id = _own_doctor_id()
+    if doctor_id is None:
+        return forbidden("Only a doctor signed in through KiviCare can disconnect their own calendar here.")
+    conn = _connection(doctor_id)
+    if conn is None or conn.state == "disconnected":
+        flash("Your Google Calendar is not connected.", "ok")
+        return redirect(url_for("connect.me"), code=303)
+    connections.disconnect(runtime(), conn)
+    flash("Your Google Calendar is disconnected. Events already in the calendar stay there.", "ok")
+    return redirect(url_for("connect.me"), code=303)
+
+
+__all__ = ["bp", "create_connect_link", "preferred_calendar", "refresh_doctors", "doctor_view"]

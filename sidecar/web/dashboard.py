@@ -2,6 +2,9 @@
 
 ``status_data()`` gathers it once for both the HTML page (``/``) and ``/api/status`` (JSON), from the
 database and the health notes the engine keeps (``state.poll``, ``state.e2ee``, ``state.addons``).
+
+Admins and receptionists (signed in through the companion plugin) see it; receptionists read-only
+(no buttons, no links to pages that change anything). Doctors get 403 here: their page is ``/me``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from flask import Blueprint, jsonify, render_template
 
 from ..storage.models import Connection, Doctor, Job, SyncLog
 from .common import as_datetime, iso, runtime
-from .security import admin_required
+from .security import current_user, roles_required
 
 bp = Blueprint("dashboard", __name__)
 
@@ -81,14 +84,40 @@ def health() -> dict:
         "e2ee_warning": E2EE_WARNING if e2ee else "",
         "addon_warnings": [str(a) for a in addons],
         "refused": str(rt.get_state("refused") or ""),  # another Google integration is active: not syncing
+        "companion": companion_health(),
     }
 
 
-def recent_activity(limit: int = 20) -> list[dict]:
-    """The last ``limit`` sync log rows (ids and outcomes only: the log holds no patient data)."""
+def companion_health() -> dict:
+    """The companion plugin as last checked: ``state`` is "answers", "problem", "unchecked" or "not set up"."""
+    from ..crypto import SecretError
+    rt = runtime()
+    try:
+        has_secret = bool(rt.cfg.get("companion.secret"))
+    except SecretError:
+        has_secret = False
+    check = rt.get_state("companion_check")
+    check = check if isinstance(check, dict) else None
+    if not has_secret:
+        state = "not set up"
+    elif check is None:
+        state = "unchecked"
+    else:
+        state = "answers" if check.get("ok") else "problem"
+    return {"state": state, "version": str((check or {}).get("plugin_version") or ""),
+            "message": str((check or {}).get("message") or ""),
+            "checked_at": as_datetime((check or {}).get("at"))}
+
+
+def recent_activity(limit: int = 20, doctor_id: int | None = None) -> list[dict]:
+    """The last ``limit`` sync log rows, all or one doctor's (ids and outcomes only: the log holds no
+    patient data)."""
     names = {d.id: d.name for d in Doctor.select(Doctor.id, Doctor.name)}
     rows = []
-    for entry in SyncLog.select().order_by(SyncLog.at.desc(), SyncLog.id.desc()).limit(limit):
+    query = SyncLog.select()
+    if doctor_id is not None:
+        query = query.where(SyncLog.doctor_id == doctor_id)
+    for entry in query.order_by(SyncLog.at.desc(), SyncLog.id.desc()).limit(limit):
         rows.append({"at": entry.at, "doctor_id": entry.doctor_id,
                      "doctor": names.get(entry.doctor_id, f"#{entry.doctor_id}" if entry.doctor_id else ""),
                      "appointment_id": entry.appointment_id, "direction": entry.direction,
@@ -111,13 +140,14 @@ def _jsonable(value):
 
 
 @bp.route("/")
-@admin_required
+@roles_required("admin", "receptionist")
 def index():
-    return render_template("dashboard/index.html", **status_data())
+    user = current_user()
+    return render_template("dashboard/index.html", read_only=not user.is_admin, **status_data())
 
 
 @bp.route("/api/status")
-@admin_required
+@roles_required("admin", "receptionist")
 def api_status():
     """The dashboard as JSON: ``{"doctors": [...], "health": {...}, "recent": [...]}`` (times ISO UTC)."""
     return jsonify(_jsonable(status_data()))

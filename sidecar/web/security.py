@@ -1,8 +1,19 @@
-"""Web security helpers: the session secret, one-time links, admin accounts, sign-in throttling.
+"""Web security helpers: the session secret, one-time links, admin accounts, roles, sign-in throttling.
 
 Everything here is storage or policy; the pages live in the blueprints. One-time links (the first-run
 setup link, a doctor's Connect link) are random tokens of which only the SHA-256 is stored
 (``OneTimeToken``), so a copy of the database cannot be turned into a working link.
+
+Who is signed in is a ``Principal`` with one of three roles:
+
+- ``admin``: a local admin account (``/login``), or a WordPress administrator / KiviCare clinic admin
+  signed in through the companion plugin (``/sso``): every page;
+- ``doctor`` (SSO only): their own calendar page (``/me``) and their own connection, nothing else;
+- ``receptionist`` (SSO only): the dashboard, read-only (every POST except sign-out is refused).
+
+Views say what they need with ``admin_required`` or ``roles_required(...)``; ``refuse_writes_by_role``
+is a second line (a ``before_request`` hook) that lets non-admins POST only to the few endpoints
+meant for them.
 """
 
 from __future__ import annotations
@@ -13,10 +24,11 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 
-from flask import current_app, g, redirect, request, session, url_for
+from flask import current_app, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..crypto import SecretError
@@ -134,10 +146,43 @@ def admin_exists() -> bool:
 
 # ---- sessions ------------------------------------------------------------------------------------
 
+ROLES = ("admin", "doctor", "receptionist")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is signed in. ``role``: admin | doctor | receptionist; ``name``: shown in the header;
+    ``doctor_id``: the KiviCare doctor (= WordPress user id) for a doctor; ``via``: "local" (a local admin
+    account, ``admin_id``) or "sso" (the companion plugin, ``wp_user_id``)."""
+
+    role: str
+    name: str
+    via: str = "local"
+    admin_id: int | None = None
+    wp_user_id: int | None = None
+    doctor_id: int | None = None
+
+    @property
+    def username(self) -> str:  # what the header shows next to "Sign out"
+        return self.name
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_doctor(self) -> bool:
+        return self.role == "doctor"
+
+    @property
+    def is_receptionist(self) -> bool:
+        return self.role == "receptionist"
+
+
 def start_admin_session(user: AdminUser) -> None:
     """Sign ``user`` in: a fresh session (nothing carried over from before the sign-in)."""
     session.clear()
-    _request_cache().pop("admin", None)  # this request may have looked before the sign-in
+    _request_cache().clear()  # this request may have looked before the sign-in
     session.permanent = True
     session["admin_id"] = user.id
     session["admin_pw"] = password_fingerprint(user)
@@ -145,20 +190,61 @@ def start_admin_session(user: AdminUser) -> None:
     AdminUser.update(last_login_at=utcnow()).where(AdminUser.id == user.id).execute()
 
 
-def current_admin() -> AdminUser | None:
-    """The signed-in admin for this request, or None (also when the session is too old)."""
-    if "admin" in _request_cache():
-        return _request_cache()["admin"]
+def secret_fingerprint(secret: str) -> str:
+    """Changes when the companion secret changes, so a new secret signs out every SSO session."""
+    return hashlib.sha256(("sso-session\n" + (secret or "")).encode("utf-8")).hexdigest()[:16]
+
+
+def _companion_secret() -> str:
+    from .common import runtime
+    try:
+        return runtime().cfg.get("companion.secret") or ""
+    except SecretError:
+        return ""
+
+
+def start_sso_session(*, wp_user_id: int, role: str, name: str, secret: str) -> None:
+    """Sign a WordPress user in (after ``/sso`` checked the token): a fresh session with the role."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    session.clear()
+    _request_cache().clear()
+    session.permanent = True
+    session["sso"] = {"uid": int(wp_user_id), "role": role, "name": (name or "")[:100],
+                      "fp": secret_fingerprint(secret)}
+    session["signed_in_at"] = int(time.time())
+
+
+def current_user() -> Principal | None:
+    """The signed-in person for this request, or None (also when the session is too old, the local
+    admin's password changed, or the companion secret changed since an SSO sign-in)."""
+    cache = _request_cache()
+    if "user" in cache:
+        return cache["user"]
     user = None
-    admin_id = session.get("admin_id")
     started = session.get("signed_in_at", 0)
     # An absolute limit: the cookie's own expiry is refreshed on every request.
-    if admin_id and time.time() - started < SESSION_LIFETIME.total_seconds():
+    fresh = time.time() - started < SESSION_LIFETIME.total_seconds()
+    admin_id = session.get("admin_id")
+    sso = session.get("sso")
+    if fresh and admin_id:
         candidate = AdminUser.get_or_none(AdminUser.id == admin_id)
         if candidate is not None and session.get("admin_pw") == password_fingerprint(candidate):
-            user = candidate
-    _request_cache()["admin"] = user
+            user = Principal(role="admin", name=candidate.username, via="local", admin_id=candidate.id)
+    elif fresh and isinstance(sso, dict) and sso.get("role") in ROLES:
+        secret = _companion_secret()
+        if secret and sso.get("fp") == secret_fingerprint(secret):
+            uid = int(sso.get("uid") or 0)
+            user = Principal(role=sso["role"], name=str(sso.get("name") or f"WordPress user {uid}"), via="sso",
+                             wp_user_id=uid, doctor_id=uid if sso["role"] == "doctor" else None)
+    cache["user"] = user
     return user
+
+
+def current_admin() -> Principal | None:
+    """The signed-in admin (local account or SSO administrator) for this request, or None."""
+    user = current_user()
+    return user if user is not None and user.is_admin else None
 
 
 def _request_cache() -> dict:
@@ -167,16 +253,60 @@ def _request_cache() -> dict:
     return g.sidecar_cache
 
 
-def admin_required(view):
-    """Decorator: the view needs a signed-in admin; others are sent to the sign-in page."""
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if current_admin() is None:
-            if request.path.startswith("/api/"):
-                return {"error": "sign in required"}, 401
-            return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
-        return view(*args, **kwargs)
-    return wrapper
+def forbidden(message: str = "", status: int = 403):
+    """The 403 answer for a signed-in person without the right role (JSON under /api/)."""
+    text = message or "Your account cannot open this page."
+    if request.path.startswith("/api/"):
+        return {"error": "forbidden", "message": text}, status
+    return render_template("error.html", title="Not allowed", message=text), status
+
+
+def _sign_in_first():
+    if request.path.startswith("/api/"):
+        return {"error": "sign in required"}, 401
+    return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+
+
+def roles_required(*roles: str):
+    """Decorator: the view needs one of ``roles``. Nobody signed in: the sign-in page (401 JSON under
+    /api/); signed in with another role: 403."""
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            user = current_user()
+            if user is None:
+                return _sign_in_first()
+            if user.role not in roles:
+                if user.is_doctor:
+                    return forbidden("Doctors can open only their own calendar page (My calendar).")
+                return forbidden("Your account can view the dashboard, but not change anything or open this page.")
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+admin_required = roles_required("admin")
+admin_required.__doc__ = "Decorator: the view needs a signed-in admin (local or SSO); others get 403 or the sign-in page."
+
+# POST endpoints a signed-in non-admin may reach at all (the views still check whose data it is).
+WRITABLE_BY_ROLE = {
+    "doctor": {"auth.logout", "auth.login", "connect.my_connect", "connect.my_disconnect", "connect.calendar"},
+    "receptionist": {"auth.logout", "auth.login"},
+}
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def refuse_writes_by_role():
+    """``before_request``: a doctor or receptionist may POST only to ``WRITABLE_BY_ROLE``; everything
+    else is 403 before the view runs. Signed requests from the plugin (``hooks.*``) carry no session."""
+    if request.method in _SAFE_METHODS or (request.endpoint or "").startswith(("hooks.", "static")):
+        return None
+    user = current_user()
+    if user is None or user.is_admin:
+        return None
+    if request.endpoint in WRITABLE_BY_ROLE.get(user.role, set()):
+        return None
+    return forbidden("Your account can only look, not change anything here.")
 
 
 def safe_next(target: str | None) -> str:

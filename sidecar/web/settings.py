@@ -1,16 +1,24 @@
-"""The settings page (admins): Google, the KiviCare site, sync, telemedicine services.
+"""The settings page (admins): Google, the KiviCare site, sync, telemedicine services, the companion plugin.
 
 Each section is its own form and is saved as a whole or not at all. Every field is checked here
 with a message an admin can act on, then stored with ``Config.set`` (the settings table, secrets
 encrypted). A setting fixed by the environment or config.ini is shown read-only with its source
 and ignored if posted. A stored secret is never sent back to the browser: the page shows
 "••••last4" and an empty field, and leaving that field empty keeps the stored value.
+
+The companion plugin block holds the one secret an admin must copy out: the shared secret the
+WordPress plugin signs with (``companion.secret``). It is generated here ("Generate new secret"),
+shown masked, and shown in full only in the answer to an explicit POST ("Show the secret"), which is
+never cached. "Check the plugin" asks the plugin's ``/status`` route and remembers the answer
+(``state.companion_check``), which the page uses to say which features are on because of it.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,8 +30,9 @@ from ..calendars.google import REQUIRED_SCOPES
 from ..config import BY_NAME, ConfigError
 from ..crypto import SecretError, mask
 from ..storage import transaction
-from .common import runtime
-from .security import admin_required
+from ..storage.models import utcnow
+from .common import as_datetime, runtime
+from .security import admin_required, current_user
 
 log = logging.getLogger(__name__)
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -175,6 +184,13 @@ SECTIONS = (
               help="Minutes before the appointment, separated by commas (e.g. 10, 60). Empty: the calendar's "
                    "default reminders. At most 5."),
     )),
+    Section("companion", "Companion plugin",
+            "The KiviCare Sidecar Bridge WordPress plugin makes KiviCare and the sidecar talk to each other "
+            "directly. The sidecar works without it; with it, more works.", (
+                Field("companion.enabled", "checkbox",
+                      help="Send Meet links, busy times, moves and alert e-mails to the plugin when it answers. "
+                           "Hints and sign-ins from the plugin are accepted whenever the secret matches."),
+            )),
 )
 BY_SECTION = {s.key: s for s in SECTIONS}
 TELEMEDICINE = "sync.telemedicine_services"
@@ -366,6 +382,135 @@ def test_kivicare() -> dict:
     return result
 
 
+# ---- the companion plugin ------------------------------------------------------------------------
+
+COMPANION_SECRET = "companion.secret"
+
+# (feature, what it does with the plugin, what happens without it)
+COMPANION_FEATURES = (
+    ("hints", "Instant updates", "KiviCare tells the sidecar at once: changes reach Google in about a second.",
+     "Changes reach Google within the poll interval ({poll} seconds)."),
+    ("busy", "Busy times block booking", "Busy time in the doctors' Google calendars cannot be booked in KiviCare.",
+     "Busy times in Google don't block booking in KiviCare."),
+    ("meet", "Meet links in KiviCare", "Meet links are shown to doctor and patient in KiviCare, and the patient "
+     "gets them by e-mail.", "Meet links are only in Google."),
+    ("reschedule", "Moves from Google", "Moving an appointment's event in Google moves the appointment in KiviCare.",
+     "Moving an event in Google does not move the appointment."),
+    ("mail", "Alert e-mails", "Alerts to admins and doctors are sent through the site's own e-mail.",
+     "Alerts are shown only on the dashboard."),
+    ("sso", "Sign-in from KiviCare", "A \"Google Calendar\" link in KiviCare signs staff in here: doctors see "
+     "their own calendar, receptionists a read-only dashboard.",
+     "Admins sign in with a local account; doctors connect through Connect links."),
+)
+
+
+def new_companion_secret() -> str:
+    """32 random bytes, URL-safe base64 without padding (PROTOCOL.md, "Shared secret")."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode("ascii")
+
+
+def _companion_secret_or_none() -> str | None:
+    """The stored secret, "" when unset, None when it cannot be decrypted (a replaced key file)."""
+    try:
+        return runtime().cfg.get(COMPANION_SECRET) or ""
+    except SecretError:
+        return None
+
+
+def companion_message(exc: Exception) -> str:
+    """A plain sentence for a companion client error (no stack trace, no secret)."""
+    from wp_bridge.companion import (CompanionNotConfigured, CompanionNotInstalled, CompanionPluginNotConfigured,
+                                     CompanionRefused, CompanionUnavailable)
+    url = runtime().cfg.get("kivicare.base_url") or "(no address)"
+    if isinstance(exc, CompanionNotConfigured):
+        return "Enter the KiviCare site URL and generate the shared secret first."
+    if isinstance(exc, CompanionNotInstalled):
+        return (f"The plugin does not answer at {url}: it is not installed or not active. Upload the plugin's zip "
+                "in WordPress (Plugins > Add New > Upload Plugin), activate it, and paste the secret.")
+    if isinstance(exc, CompanionPluginNotConfigured):
+        return ("The plugin is active but has no secret yet: paste the sidecar's secret in WordPress under "
+                "Settings > KiviCare Sidecar.")
+    if isinstance(exc, CompanionRefused):
+        if exc.code == "kc_sidecar_stale_request":
+            return ("The plugin refused the request as too old: the clocks of this server and the WordPress server "
+                    "differ by more than 5 minutes. Fix the clock (NTP) on the one that is wrong.")
+        if exc.status == 401:
+            return ("The plugin has a different secret. Show the secret below, copy it, and paste it into the plugin "
+                    "again.")
+        return f"The plugin refused the request: {exc.message}"
+    if isinstance(exc, CompanionUnavailable):
+        return f"The WordPress site did not answer as expected: {exc}"
+    return f"The check failed ({type(exc).__name__})."
+
+
+def test_companion() -> dict:
+    """Ask the plugin's ``/status`` (even when ``companion.enabled`` is off) and remember the answer.
+
+    Returns ``{"ok", "at", "message", "plugin_version", "kivicare_version", "features", "site_timezone"}``,
+    also kept as ``state.companion_check`` for the page (and the dashboard).
+    """
+    from wp_bridge.companion import CompanionClient, CompanionError
+
+    rt = runtime()
+    result = {"ok": False, "at": utcnow().isoformat(), "message": "", "plugin_version": "", "kivicare_version": "",
+              "features": [], "site_timezone": ""}
+    secret = _companion_secret_or_none()
+    base = rt.cfg.get("kivicare.base_url")
+    if not base:
+        result["message"] = "Enter and save the KiviCare site URL first: the plugin runs on that site."
+    elif secret is None:
+        result["message"] = "The stored secret cannot be read with the current key file. Generate a new one."
+    elif not secret:
+        result["message"] = "Generate the shared secret first, then paste it into the plugin."
+    else:
+        try:
+            status = CompanionClient(base, secret, timeout=(3, 10)).status()
+        except CompanionError as exc:
+            result["message"] = companion_message(exc)
+        except Exception as exc:  # never a stack trace on the page
+            log.warning("checking the companion plugin failed unexpectedly: %s", type(exc).__name__)
+            result["message"] = f"The check failed unexpectedly ({type(exc).__name__}). The details are in the log."
+        else:
+            result.update(ok=True, plugin_version=status.plugin_version,
+                          kivicare_version=status.kivicare_version or "", features=list(status.features),
+                          site_timezone=status.site_timezone,
+                          message=f"The plugin answers: version {status.plugin_version or 'unknown'}.")
+    rt.set_state("companion_check", result)
+    return result
+
+
+def companion_view(revealed: str | None = None, just_generated: bool = False) -> dict:
+    """What the Companion plugin block shows. The secret itself only when ``revealed`` is given."""
+    rt = runtime()
+    cfg = rt.cfg
+    secret = _companion_secret_or_none()
+    check = rt.get_state("companion_check")
+    check = check if isinstance(check, dict) else None
+    ping = rt.get_state("companion_ping")
+    hint = rt.get_state("companion_hint")
+    enabled = bool(cfg.get("companion.enabled"))
+    answering = bool(check and check.get("ok"))
+    features = []
+    for key, title, with_text, without_text in COMPANION_FEATURES:
+        on = bool(enabled and answering and key in (check.get("features") or []))
+        if key in ("hints", "sso"):  # inbound: they work whenever the plugin has the secret
+            on = bool(answering and key in (check.get("features") or []))
+        features.append({"key": key, "title": title, "on": on, "with": with_text,
+                         "without": without_text.format(poll=cfg.get("bridge.poll_seconds"))})
+    return {
+        "has_secret": bool(secret), "unreadable": secret is None, "masked": mask(secret) if secret else "",
+        "fixed": cfg.is_fixed(COMPANION_SECRET),
+        "source": _source_text(COMPANION_SECRET) if cfg.is_fixed(COMPANION_SECRET) else "",
+        "revealed": revealed, "just_generated": just_generated,
+        "enabled": enabled, "check": check, "checked_at": as_datetime(check.get("at")) if check else None,
+        "answering": answering,
+        "last_ping_at": as_datetime(ping.get("at")) if isinstance(ping, dict) else None,
+        "last_hint_at": as_datetime(hint.get("at")) if isinstance(hint, dict) else None,
+        "features": features,
+        "hook_url": cfg.get("web.public_url").rstrip("/"),
+    }
+
+
 # ---- views -------------------------------------------------------------------------------------
 
 def _redirect_warning(uri: str) -> str:
@@ -378,7 +523,8 @@ def _redirect_warning(uri: str) -> str:
 
 
 def _render(submitted_section: str = "", submitted: dict | None = None, errors: dict | None = None,
-            kivicare_test: dict | None = None, status: int = 200):
+            kivicare_test: dict | None = None, status: int = 200, companion_revealed: str | None = None,
+            companion_generated: bool = False):
     rt = runtime()
     sections = []
     for section in SECTIONS:
@@ -398,6 +544,7 @@ def _render(submitted_section: str = "", submitted: dict | None = None, errors: 
         "telemedicine": telemedicine_view(),
         "telemedicine_error": (errors or {}).get(TELEMEDICINE, "") if submitted_section == "telemedicine" else "",
         "kivicare_test": kivicare_test,
+        "companion": companion_view(companion_revealed, companion_generated),
     }
     return render_template("settings/index.html", **context), status
 
@@ -466,6 +613,49 @@ def _save_telemedicine():
     runtime().request_poll()
     flash("Telemedicine services saved.", "ok")
     return redirect(url_for("settings.index") + "#telemedicine")
+
+
+@bp.route("/companion/secret", methods=["POST"])
+@admin_required
+def companion_generate():
+    """Generate a new shared secret and show it once. The plugin must get it too: until then its hints,
+    sign-ins and the sidecar's calls to it are refused (and every WordPress sign-in here ends)."""
+    cfg = runtime().cfg
+    if cfg.is_fixed(COMPANION_SECRET):
+        flash(f"The companion secret is {_source_text(COMPANION_SECRET)} and cannot be changed here.", "error")
+        return redirect(url_for("settings.index") + "#companion")
+    secret = new_companion_secret()
+    try:
+        cfg.set(COMPANION_SECRET, secret)
+    except ConfigError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("settings.index") + "#companion")
+    runtime().clear_state("companion_check")  # the plugin still has the old secret
+    log.info("a new companion secret was generated by %s", current_user().name)
+    return _render(companion_revealed=secret, companion_generated=True)
+
+
+@bp.route("/companion/reveal", methods=["POST"])
+@admin_required
+def companion_reveal():
+    """Show the stored secret in full, in this answer only (not cached, never in a URL)."""
+    secret = _companion_secret_or_none()
+    if not secret:
+        flash("There is no readable secret to show. Generate a new one.", "error")
+        return redirect(url_for("settings.index") + "#companion")
+    if runtime().cfg.is_fixed(COMPANION_SECRET):
+        flash(f"The companion secret is {_source_text(COMPANION_SECRET)}; copy it from there.", "error")
+        return redirect(url_for("settings.index") + "#companion")
+    log.info("the companion secret was shown to %s", current_user().name)
+    return _render(companion_revealed=secret)
+
+
+@bp.route("/companion/test", methods=["POST"])
+@admin_required
+def companion_test():
+    """Ask the plugin whether it answers, and show which features are on because of it."""
+    test_companion()
+    return redirect(url_for("settings.index") + "#companion", code=303)
 
 
 @bp.route("/kivicare/test", methods=["POST"])

@@ -1,0 +1,255 @@
+"""Two-way sync (issue 4): the doctor's moves and deletions in Google, conflicts, busy blocks.
+
+The doctor's own edits are made with the Google sandbox's ``user_*`` helpers (as Google's UI would);
+the companion plugin is the KiviCare sandbox's faithful emulation of PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sidecar.storage.models import Appointment as AppointmentRow, BusyBlock, Conflict, MeetMapping, SyncLog
+
+from wp_bridge.kivicare import KiviCareRequestError
+
+from .conftest import ANNA, connect
+from .test_sync_engine import GENERAL, at, instant, mapping_id, our_events, writes
+
+SECRET = "test-companion-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def with_plugin(kivicare):
+    kivicare.install_companion(SECRET)
+    return kivicare.companion
+
+
+def setup(make_runtime, google, kivicare, *, plugin: bool, **settings):
+    if plugin:
+        settings["companion.secret"] = SECRET
+    runtime = make_runtime(**settings)
+    connection = connect(runtime, google, ANNA)
+    runtime.bridge.startup()
+    return runtime, connection
+
+
+def book(runtime, kivicare, start, minutes_service=GENERAL, patient=5):
+    return kivicare.create_appointment(doctor_id=ANNA, patient_id=patient, start_utc=start,
+                                       service_mapping_ids=[mapping_id(runtime, ANNA, minutes_service)])
+
+
+def event_of(google, connection, appointment_id, live=True):
+    found = our_events(google, connection.calendar_id, appointment_id, live=live)
+    return found[0] if found else None
+
+
+def move_in_google(google, connection, event, new_start, minutes=None):
+    old_start, old_end = instant(event["start"]["dateTime"]), instant(event["end"]["dateTime"])
+    new_end = new_start + (timedelta(minutes=minutes) if minutes else old_end - old_start)
+    google.user_patch(connection.calendar_id, event["id"], {
+        "start": {"dateTime": new_start.isoformat(), "timeZone": event["start"].get("timeZone", "UTC")},
+        "end": {"dateTime": new_end.isoformat(), "timeZone": event["end"].get("timeZone", "UTC")}})
+
+
+def test_deletion_in_google_cancels_the_appointment_once(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    appointment_id = book(runtime, kivicare, at(3, 8, 10))
+    runtime.bridge.sync_once()
+    google.user_delete(connection.calendar_id, event_of(google, connection, appointment_id)["id"])
+    runtime.bridge.sync_once()
+    assert kivicare.get_appointment(appointment_id)["status"] == 0
+    assert SyncLog.select().where((SyncLog.action == "cancel") & (SyncLog.direction == "google→kivicare")).count() == 1
+    google.reset_requests()
+    kivicare.reset_requests()
+    runtime.bridge.sync_once()  # no loop back: nothing written anywhere
+    assert writes(google) == []
+    assert not [r for r in kivicare.requests if r["method"] != "GET"]
+    assert event_of(google, connection, appointment_id) is None
+
+
+def test_move_in_google_reschedules_through_the_plugin_keeping_the_length(make_runtime, kivicare, google, with_plugin):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=True)
+    appointment_id = book(runtime, kivicare, at(3, 9, 10))
+    runtime.bridge.sync_once()
+    event = event_of(google, connection, appointment_id)
+    move_in_google(google, connection, event, at(4, 13, 10), minutes=50)  # the doctor also stretched it
+    runtime.bridge.sync_once()
+    row = AppointmentRow.get_by_id(appointment_id)
+    assert row.start_utc == at(4, 13, 10) and row.end_utc == at(4, 13, 40)  # 30-minute service kept
+    event = event_of(google, connection, appointment_id)
+    assert instant(event["start"]["dateTime"]) == at(4, 13, 10)
+    assert instant(event["end"]["dateTime"]) == at(4, 13, 40)  # KiviCare's length put back
+    listed = runtime.kivicare().get_appointment(appointment_id)
+    assert listed.start == at(4, 13, 10) and listed.end == at(4, 13, 40)
+
+
+def test_move_without_the_plugin_is_a_conflict_for_the_admin(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    appointment_id = book(runtime, kivicare, at(3, 10, 10))
+    runtime.bridge.sync_once()
+    move_in_google(google, connection, event_of(google, connection, appointment_id), at(5, 10, 10))
+    runtime.bridge.sync_once()
+    conflict = Conflict.get(Conflict.appointment_id == appointment_id)
+    assert conflict.kind == "move_without_plugin" and conflict.state == "open"
+    assert instant(conflict.google["start"]) == at(5, 10, 10) and instant(conflict.kivicare["start"]) == at(3, 10, 10)
+    runtime.bridge.sync_once()  # held: nothing overwrites the doctor's version meanwhile
+    assert instant(event_of(google, connection, appointment_id)["start"]["dateTime"]) == at(5, 10, 10)
+    runtime.bridge.inbound.resolve(conflict.id, "kivicare", by="admin")
+    runtime.bridge.sync_once()
+    assert instant(event_of(google, connection, appointment_id)["start"]["dateTime"]) == at(3, 10, 10)
+    assert Conflict.get_by_id(conflict.id).state == "resolved"
+
+
+def test_title_edit_is_put_back_and_other_fields_are_left_alone(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    appointment_id = book(runtime, kivicare, at(3, 11, 10))
+    runtime.bridge.sync_once()
+    event = event_of(google, connection, appointment_id)
+    google.user_patch(connection.calendar_id, event["id"], {"summary": "edited by the doctor", "colorId": "3"})
+    runtime.bridge.sync_once()
+    event = event_of(google, connection, appointment_id)
+    assert event["summary"] == "General Consultation"
+    assert event["colorId"] == "9"  # a full put-back writes every field we own, colour included
+
+
+@pytest.mark.parametrize("direction", ["kivicare_to_google"])
+def test_kivicare_to_google_only_reverts_a_deletion(make_runtime, kivicare, google, direction):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False, **{"sync.direction": direction})
+    appointment_id = book(runtime, kivicare, at(3, 12, 10))
+    runtime.bridge.sync_once()
+    google.user_delete(connection.calendar_id, event_of(google, connection, appointment_id)["id"])
+    runtime.bridge.sync_once()
+    assert kivicare.get_appointment(appointment_id)["status"] == 1
+    assert event_of(google, connection, appointment_id) is not None  # back in Google
+
+
+@pytest.mark.parametrize("rule,expected_status,event_back", [
+    ("kivicare", 1, True), ("google", 0, False), ("recent", 0, False)])
+def test_both_sides_changed_follows_the_conflict_rule(make_runtime, kivicare, google, rule, expected_status,
+                                                      event_back):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False, **{"sync.conflict_rule": rule})
+    appointment_id = book(runtime, kivicare, at(4, 8, 10))
+    runtime.bridge.sync_once()
+    event = event_of(google, connection, appointment_id)
+    kivicare.reschedule(appointment_id, at(4, 9, 10))  # KiviCare changes first (seen by a poll)...
+    runtime.bridge.poll()
+    google.advance(5)  # ...then the doctor deletes the event in Google, later
+    google.user_delete(connection.calendar_id, event["id"])
+    runtime.bridge.sync_once()
+    assert kivicare.get_appointment(appointment_id)["status"] == expected_status
+    back = event_of(google, connection, appointment_id)
+    assert (back is not None) == event_back
+    if event_back:
+        assert instant(back["start"]["dateTime"]) == at(4, 9, 10)  # KiviCare's new time
+
+
+def test_manual_rule_shows_both_versions_and_resolving_applies_the_choice(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False, **{"sync.conflict_rule": "manual"})
+    appointment_id = book(runtime, kivicare, at(4, 10, 10))
+    runtime.bridge.sync_once()
+    event = event_of(google, connection, appointment_id)
+    kivicare.reschedule(appointment_id, at(4, 11, 10))
+    runtime.bridge.poll()
+    google.user_delete(connection.calendar_id, event["id"])
+    runtime.bridge.sync_once()
+    conflict = Conflict.get((Conflict.appointment_id == appointment_id) & (Conflict.state == "open"))
+    assert conflict.google["deleted"] is True and instant(conflict.kivicare["start"]) == at(4, 11, 10)
+    assert kivicare.get_appointment(appointment_id)["status"] == 1  # nothing applied yet
+    runtime.bridge.inbound.resolve(conflict.id, "google", by="admin")
+    runtime.bridge.sync_once()
+    assert kivicare.get_appointment(appointment_id)["status"] == 0
+
+
+def test_busy_events_block_and_free_declined_working_location_and_own_events_do_not(
+        make_runtime, kivicare, google, with_plugin):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=True)
+    appointment_id = book(runtime, kivicare, at(5, 8, 10))
+    runtime.bridge.sync_once()
+    cal = connection.calendar_id
+    day = at(5, 0, 0)
+
+    def timed(hour, **extra):
+        return {"summary": extra.pop("summary", "Dentist"), "start": {"dateTime": (day + timedelta(hours=hour)).isoformat()},
+                "end": {"dateTime": (day + timedelta(hours=hour + 1)).isoformat()}, **extra}
+
+    busy = google.user_insert(cal, timed(13))
+    google.user_insert(cal, timed(14, transparency="transparent"))
+    google.user_insert(cal, timed(15, attendees=[{"email": "anna.schmidt@riverside-clinic.test", "self": True,
+                                                  "responseStatus": "declined"}]))
+    google.user_insert(cal, timed(16, eventType="workingLocation", summary="Office",
+                                  workingLocationProperties={"type": "officeLocation"}))
+    private = google.user_insert(cal, timed(17, visibility="private", summary="Therapy"))
+    ooo = google.user_insert(cal, timed(18, eventType="outOfOffice", summary="Out of office"))
+    all_day = google.user_insert(cal, {"summary": "Conference", "start": {"date": (day + timedelta(days=1)).date().isoformat()},
+                                       "end": {"date": (day + timedelta(days=2)).date().isoformat()},
+                                       "transparency": "opaque"})
+    runtime.bridge.sync_once()
+    blocks = {b.event_id: b for b in BusyBlock.select()}
+    assert set(blocks) == {busy["id"], private["id"], ooo["id"], all_day["id"]}
+    assert blocks[private["id"]].name == "Busy"
+    paris = ZoneInfo("Europe/Paris")
+    assert blocks[all_day["id"]].start_utc == datetime.combine((day + timedelta(days=1)).date(), datetime.min.time(),
+                                                               paris).astimezone(timezone.utc)
+    pushed = with_plugin.busy_blocks(ANNA)
+    assert len(pushed) == 4
+    # KiviCare now refuses a booking over the busy hour (the plugin feeds kc_external_busy_slots_single).
+    local = (day + timedelta(hours=13)).astimezone(paris)
+    with pytest.raises(KiviCareRequestError) as refused:
+        runtime.kivicare().request("POST", "/appointments", body={
+            "appointmentStartDate": local.strftime("%Y-%m-%d"), "appointmentStartTime": local.strftime("%H:%M"),
+            "doctorId": ANNA, "patientId": 6, "serviceId": [mapping_id(runtime, ANNA, GENERAL)], "status": 1})
+    assert refused.value.status == 409
+    assert not any(b.event_id == event_of(google, connection, appointment_id)["id"] for b in BusyBlock.select())
+    # The doctor frees the hour: the block goes.
+    google.user_patch(cal, busy["id"], {"transparency": "transparent"})
+    runtime.bridge.sync_once()
+    assert busy["id"] not in {b.event_id for b in BusyBlock.select()}
+    assert len(with_plugin.busy_blocks(ANNA)) == 3
+
+
+def test_expired_sync_token_recovers_without_duplicates_or_deletions(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    runtime.bridge.sync_once()
+    before = sorted(e["id"] for e in our_events(google, connection.calendar_id))
+    google.invalidate_sync_tokens()
+    google.reset_requests()
+    runtime.bridge.sync_once()
+    assert sorted(e["id"] for e in our_events(google, connection.calendar_id)) == before
+    assert not [r for r in writes(google) if r["method"] in ("POST", "DELETE")]
+    assert not MeetMapping.select().where(MeetMapping.state != "active").exists()
+
+
+def test_mass_cancel_guard_holds_a_calendar_emptied_in_google(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    ids = [book(runtime, kivicare, at(6, 8 + n, 10)) for n in range(4)]
+    runtime.bridge.sync_once()
+    for event in our_events(google, connection.calendar_id):
+        if instant(event["start"]["dateTime"]) > datetime.now(timezone.utc):
+            google.user_delete(connection.calendar_id, event["id"])
+    runtime.bridge.sync_once()
+    assert all(kivicare.get_appointment(i)["status"] == 1 for i in ids)
+    conflict = Conflict.get(Conflict.kind == "mass_cancel")
+    assert set(ids) <= set(conflict.kivicare["appointments"])
+
+
+def test_dst_wall_clock_kept_both_ways(make_runtime, kivicare, google, with_plugin):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=True, **{"bridge.horizon_days": 400})
+    paris = ZoneInfo("Europe/Paris")
+    year = datetime.now(timezone.utc).year + 1
+    before = datetime(year, 10, 29, 10, 0, tzinfo=paris).astimezone(timezone.utc)  # a Friday before the switch
+    if (before - datetime.now(timezone.utc)).days > 395:
+        pytest.skip("beyond the horizon")
+    appointment_id = book(runtime, kivicare, before)
+    runtime.bridge.sync_once()
+    event = event_of(google, connection, appointment_id)
+    assert instant(event["start"]["dateTime"]).astimezone(paris).hour == 10
+    # The doctor moves it one week later in Google, at the same wall-clock time (after the switch).
+    after = datetime(year, 11, 5, 10, 0, tzinfo=paris)
+    move_in_google(google, connection, event, after)
+    runtime.bridge.sync_once()
+    moved = runtime.kivicare().get_appointment(appointment_id)
+    assert moved.start == after.astimezone(timezone.utc)
+    assert moved.start.astimezone(paris).hour == 10 and moved.start.hour == 9  # CET: UTC+1

@@ -880,6 +880,17 @@ class KiviCareSandbox:
             self._delete(appt_id)
             self._hint("kc_appointment_deleted", appt_id)
 
+    def delete_doctor(self, doctor_id: int) -> None:
+        """``DELETE /doctors/{id}`` as KiviCare does it: the WordPress user and every appointment of that
+        doctor are hard-deleted, and no appointment hook fires (API.md 2.13). KeyError if unknown."""
+        with self._lock:
+            user = self._users.get(int(doctor_id))
+            if user is None or user.role != DOCTOR:
+                raise KeyError(f"doctor {doctor_id} not found")
+            for appt_id in [a.id for a in self._appts.values() if int(a.doctor_id) == int(doctor_id)]:
+                self._delete(appt_id)
+            self._users.pop(int(doctor_id))
+
     def anonymise_patient(self, patient_id: int) -> None:
         """WordPress personal-data erasure of a patient: e-mail ``...@example.invalid``,
         display name ``deleted_user_<id>``. ``GET /appointments`` then silently drops

@@ -253,3 +253,60 @@ def test_dst_wall_clock_kept_both_ways(make_runtime, kivicare, google, with_plug
     moved = runtime.kivicare().get_appointment(appointment_id)
     assert moved.start == after.astimezone(timezone.utc)
     assert moved.start.astimezone(paris).hour == 10 and moved.start.hour == 9  # CET: UTC+1
+
+
+def test_switching_the_destination_calendar_moves_upcoming_events(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    appointment_id = book(runtime, kivicare, at(3, 13, 10))
+    runtime.bridge.sync_once()
+    old_calendar = connection.calendar_id
+    from sidecar.connections import choose_calendar
+    connection = choose_calendar(runtime, connection, "anna.schmidt@riverside-clinic.test")  # primary
+    runtime.bridge.sync_once()
+    assert our_events(google, old_calendar, appointment_id) == []
+    assert len(our_events(google, connection.calendar_id, appointment_id)) == 1
+
+
+def test_reset_sync_rebuilds_the_mapping_from_private_properties_without_duplicates(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    runtime.bridge.sync_once()
+    before = sorted(e["id"] for e in our_events(google, connection.calendar_id))
+    MeetMapping.delete().execute()  # a lost database, say
+    assert runtime.bridge.reset_sync(connection) == len(before)
+    runtime.bridge.sync_once()
+    assert sorted(e["id"] for e in our_events(google, connection.calendar_id)) == before
+    runtime.bridge.reset_sync(connection, remove_events=True)
+    runtime.bridge.sync_once()
+    assert len(our_events(google, connection.calendar_id)) == len(before)  # created again, once each
+
+
+def test_disconnect_changes_on_both_sides_then_reconnect_converges(make_runtime, kivicare, google):
+    from sidecar.connections import disconnect
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    moved = book(runtime, kivicare, at(4, 14, 10))
+    deleted_in_google = book(runtime, kivicare, at(4, 15, 10))
+    runtime.bridge.sync_once()
+    disconnect(runtime, connection)
+    kivicare.reschedule(moved, at(5, 14, 10))
+    new = book(runtime, kivicare, at(5, 15, 10))
+    google.user_delete(connection.calendar_id, event_of(google, connection, deleted_in_google)["id"])
+    runtime.bridge.sync_once()  # disconnected: nothing happens in Google
+    assert event_of(google, connection, new) is None
+    connection = connect(runtime, google, ANNA)
+    runtime.bridge.sync_once()
+    assert instant(event_of(google, connection, moved)["start"]["dateTime"]) == at(5, 14, 10)
+    assert event_of(google, connection, new) is not None
+    assert kivicare.get_appointment(deleted_in_google)["status"] == 0
+    ids = [e["extendedProperties"]["private"]["kcAppointmentId"] for e in our_events(google, connection.calendar_id)]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_doctor_removed_from_kivicare_stops_syncing_and_keeps_the_events(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    runtime.bridge.sync_once()
+    before = len(our_events(google, connection.calendar_id))
+    kivicare.delete_doctor(ANNA)
+    runtime.bridge.sync_once()
+    from sidecar.storage.models import Connection
+    assert Connection.get_by_id(connection.id).state == "removed"
+    assert len(our_events(google, connection.calendar_id)) == before

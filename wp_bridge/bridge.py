@@ -27,7 +27,7 @@ from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, Calendar
 from sidecar.calendars.google import event_body, event_id_for
 from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
-                                    RejectedRow, utcnow)
+                                    RejectedRow, SyncCursor, utcnow)
 
 from . import event_text, jobs
 from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailable
@@ -107,8 +107,23 @@ class Bridge:
         return (doctor.timezone if doctor and doctor.timezone else None) or self.site_timezone()
 
     def refresh_doctor(self, doctor_id: int) -> None:
-        """``GET /doctors/{id}``: name, e-mail and timezone (null = the site's)."""
-        found = self.rt.kivicare().get_doctor(doctor_id)
+        """``GET /doctors/{id}``: name, e-mail and timezone (null = the site's).
+
+        A doctor KiviCare no longer knows (404: deleted, and with them their appointments, without any
+        hook) is marked removed: their sync stops and their events stay for the admin to keep or remove.
+        """
+        try:
+            found = self.rt.kivicare().get_doctor(doctor_id)
+        except KiviCareNotFound:
+            changed = Connection.update(state="removed", last_error="This doctor no longer exists in KiviCare.",
+                                        updated_at=utcnow()).where(
+                (Connection.doctor == doctor_id) & Connection.state.in_(("active", "needs_reconnect", "pending"))
+            ).execute()
+            if changed:
+                log.warning("doctor %s was removed from KiviCare; their sync stopped", doctor_id)
+                log_sync("doctor-removed", "ok", doctor_id=doctor_id,
+                         message="Removed from KiviCare: sync stopped; events left in Google for the admin.")
+            return
         (Doctor.insert(id=found.id, name=found.name, email=found.email, timezone=found.timezone, updated_at=utcnow())
          .on_conflict(conflict_target=[Doctor.id], update={Doctor.name: found.name, Doctor.email: found.email,
                                                             Doctor.timezone: found.timezone,
@@ -215,6 +230,7 @@ class Bridge:
         # Rows we knew in this window that the list no longer shows: ask KiviCare before acting.
         missing = (AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
                                                  & (AppointmentRow.start_utc <= end)))
+        doctor_exists: dict[int, bool] = {}
         for row in missing:
             if row.id in seen or row.id in rejected_ids:
                 continue
@@ -222,6 +238,14 @@ class Bridge:
             try:
                 detail = client.get_appointment(row.id)
             except KiviCareNotFound:
+                if row.doctor_id not in doctor_exists:
+                    # Deleting a doctor deletes their appointments without hooks: check the doctor first,
+                    # so a removed doctor's events are left for the admin, not deleted one by one.
+                    self.refresh_doctor(row.doctor_id)
+                    doctor_exists[row.doctor_id] = not Connection.select().where(
+                        (Connection.doctor == row.doctor_id) & (Connection.state == "removed")).exists()
+                if not doctor_exists[row.doctor_id]:
+                    continue
                 report.deleted += 1
                 AppointmentRow.update(present=False, last_seen_at=utcnow()).where(AppointmentRow.id == row.id).execute()
                 log_sync("deleted-in-kivicare", "ok", doctor_id=row.doctor_id, appointment_id=row.id)
@@ -384,8 +408,9 @@ class Bridge:
         connection = None
         if job.kind in ("push", "conference"):
             connection = Connection.get_or_none(Connection.id == payload.get("connection_id"))
-            if connection is None or connection.state == "disconnected" or not connection.calendar_id:
-                jobs.complete(job)
+            if connection is None or connection.state not in ("active", "needs_reconnect") \
+                    or not connection.calendar_id:
+                jobs.complete(job)  # disconnected, removed, or no calendar chosen: nothing to write
                 return
             if connection.state == "needs_reconnect":
                 # Kept, not tried: the doctor must reconnect first (on_connected makes it due again).
@@ -402,6 +427,10 @@ class Bridge:
                 self._fetch(appointment_id)
             elif job.kind == "meet_link":
                 self._push_meet_link(appointment_id)
+            elif job.kind == "pull":
+                target = Connection.get_or_none(Connection.id == payload.get("connection_id"))
+                if target is not None and target.state == "active":
+                    self.pull_connection(target)
             elif job.kind == "busy_push":
                 self.inbound.push_busy(int(payload.get("doctor_id", 0)))
             else:
@@ -634,6 +663,36 @@ class Bridge:
         log_sync("connect", "ok", doctor_id=connection.doctor_id)
         self.rt.request_poll()
 
+    def reset_sync(self, connection: Connection, remove_events: bool = False) -> int:
+        """Rebuild the doctor's mapping from the events' private properties, then resync everything.
+
+        ``remove_events`` deletes this site's events from the destination calendar first (they are then
+        created again). Sync tokens are forgotten. Returns how many events were found in Google.
+        """
+        google = self.rt.google_for(connection)
+        start, end = self.window()
+        found = google.our_events(connection.calendar_id, self.site, start, end)
+        now = utcnow()
+        with transaction():
+            MeetMapping.delete().where(MeetMapping.calendar_id == connection.calendar_id).execute()
+            SyncCursor.update(sync_token=None).where(SyncCursor.connection == connection.id).execute()
+        for event in found:
+            if event.cancelled or not event.appointment_id:
+                continue
+            if remove_events:
+                google.delete_event(connection.calendar_id, event.id)
+                continue
+            # Known again, with nothing pushed: the next push rewrites every field we own.
+            (MeetMapping.insert(appointment_id=event.appointment_id, doctor_id=connection.doctor_id,
+                                connection=connection.id, calendar_id=connection.calendar_id, event_id=event.id,
+                                etag=event.etag, google_updated=event.updated, state="active", created_at=now,
+                                updated_at=now)
+             .on_conflict_ignore().execute())
+        log_sync("reset-sync", "ok", doctor_id=connection.doctor_id,
+                 message=f"{len(found)} events found in Google; {'removed' if remove_events else 'kept'}")
+        self.rt.request_poll()
+        return len(found)
+
     def on_disconnected(self, connection: Connection) -> None:
         """Stop syncing this doctor; existing events stay in Google. Pending jobs are dropped."""
         Job.update(state="done").where((Job.state == "pending") & Job.dedupe_key.endswith(f":{connection.id}")).execute()
@@ -674,14 +733,20 @@ class Bridge:
             return None
 
     def pull_all(self) -> int:
-        """Pull every active connection (``sync.direction`` permitting). Returns how many were pulled."""
-        if self.cfg.get("sync.direction") == "kivicare_to_google":
-            # Edits of our events are still put back, and busy blocks still flow: both need the pull.
-            pass
+        """Pull every active connection and keep its push channels open. Returns how many were pulled.
+
+        Every direction needs the pull: edits of our events are put back under "KiviCare → Google only",
+        and busy blocks flow in all directions.
+        """
         pulled = 0
         for connection in self._connections().values():
             if connection.state == "active":
                 self.pull_connection(connection)
+                try:
+                    self.inbound.ensure_channels(connection)
+                except CalendarError as exc:
+                    log.warning("could not open a push channel for doctor %s (polling continues): %s",
+                                connection.doctor_id, exc)
                 pulled += 1
         return pulled
 

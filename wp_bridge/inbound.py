@@ -17,12 +17,15 @@ Google events never create KiviCare appointments.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import secrets
+import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sidecar.calendars.base import CalendarEvent, CalendarNotFound, CalendarSyncTokenExpired
+from sidecar.calendars.base import CalendarError, CalendarEvent, CalendarNotFound, CalendarSyncTokenExpired
 from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, BusyBlock, Conflict, Connection, MeetMapping,
                                     SyncCursor, utcnow)
@@ -35,6 +38,7 @@ from .synclog import GOOGLE_TO_KIVICARE, KIVICARE_TO_GOOGLE, log_sync
 log = logging.getLogger(__name__)
 
 MASS_CANCEL_MINIMUM = 3
+RENEW_BEFORE = timedelta(days=1)  # open a new channel this long before the old one expires
 
 
 @dataclass
@@ -377,6 +381,62 @@ class Inbound:
             Conflict.id == conflict.id).execute()
         self.rt.work_available.set()
         return Conflict.get_by_id(conflict.id)
+
+    # ---- push channels ----------------------------------------------------------------------------
+
+    def push_address(self) -> str | None:
+        """Where Google may notify us: ``{public_url}/hooks/google`` when it is HTTPS (or explicitly allowed)."""
+        public = self.cfg.get("web.public_url").rstrip("/")
+        if public.startswith("https://") or self.cfg.get("google.push_over_http"):
+            return public + "/hooks/google"
+        return None
+
+    def ensure_channels(self, connection: Connection, now: datetime | None = None) -> int:
+        """Open or renew (a day before expiry, with a new id) a watch channel per pulled calendar.
+
+        The old channel is stopped after the new one exists, so for a moment both deliver (Google's
+        advice); the poll keeps running as a backstop because Google drops some notifications.
+        Returns how many channels were opened.
+        """
+        address = self.push_address()
+        if address is None or connection.state != "active":
+            return 0
+        now = now or utcnow()
+        opened = 0
+        google = self.rt.google_for(connection)
+        for calendar_id in dict.fromkeys([connection.calendar_id, *self.busy_calendars(connection)]):
+            if not calendar_id:
+                continue
+            cursor, _ = SyncCursor.get_or_create(connection=connection.id, calendar_id=calendar_id)
+            if cursor.channel_id and cursor.channel_expiration and cursor.channel_expiration > now + RENEW_BEFORE:
+                continue
+            channel_id, token = uuid.uuid4().hex, secrets.token_urlsafe(32)
+            resource_id, expiration = google.watch(calendar_id, channel_id, address, token)
+            old = (cursor.channel_id, cursor.channel_resource_id)
+            SyncCursor.update(channel_id=channel_id, channel_resource_id=resource_id,
+                              channel_token=self.rt.box.encrypt(token), channel_expiration=expiration).where(
+                SyncCursor.id == cursor.id).execute()
+            opened += 1
+            if old[0]:
+                try:
+                    google.stop_channel(*old)
+                except CalendarError as exc:
+                    log.info("could not stop an old channel (it expires by itself): %s", exc)
+        return opened
+
+    def on_notification(self, channel_id: str, token: str, state: str) -> str:
+        """A Google push message. Returns "pulled", "ignored" or "refused" (token mismatch)."""
+        cursor = SyncCursor.get_or_none(SyncCursor.channel_id == channel_id) if channel_id else None
+        if cursor is None:
+            return "ignored"  # unknown or stopped channel: answer 200 so Google stops retrying
+        expected = self.rt.box.decrypt(cursor.channel_token) if cursor.channel_token else ""
+        if not expected or not hmac.compare_digest(expected.encode(), (token or "").encode()):
+            return "refused"
+        if state == "sync":
+            return "ignored"  # the channel's first message: nothing changed yet
+        jobs.enqueue("pull", f"pull:{cursor.connection_id}", {"connection_id": cursor.connection_id})
+        self.rt.work_available.set()
+        return "pulled"
 
     # ---- busy blocks -------------------------------------------------------------------------------
 

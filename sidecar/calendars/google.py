@@ -322,6 +322,39 @@ class GoogleCalendar:
             if not page_token:
                 return events, page.get("nextSyncToken", "")
 
+    def our_events(self, calendar_id: str, site: str, time_min: datetime, time_max: datetime) -> list[CalendarEvent]:
+        """``events.list(privateExtendedProperty=kcSite=<site>)``, every page: this site's events in a window."""
+        out, token = [], None
+        while True:
+            page = self._execute(self.service.events().list(
+                calendarId=calendar_id, privateExtendedProperty=f"kcSite={site}", pageToken=token, maxResults=250,
+                singleEvents=True, timeMin=time_min.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+                timeMax=time_max.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")), "events.list")
+            out.extend(parse_event(item) for item in page.get("items", []) if isinstance(item, dict))
+            token = page.get("nextPageToken")
+            if not token:
+                return out
+
+    def watch(self, calendar_id: str, channel_id: str, address: str, token: str,
+              ttl_seconds: int = 7 * 86400) -> tuple[str, datetime | None]:
+        """``events.watch``: a push channel to ``address`` (HTTPS). Returns ``(resourceId, expiration UTC)``.
+
+        Google may shorten the expiry; there is no renewal, only a new channel (NOTES.md "Push")."""
+        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
+                "params": {"ttl": str(int(ttl_seconds))}}
+        answer = self._execute(self.service.events().watch(calendarId=calendar_id, body=body), "events.watch")
+        expiration = answer.get("expiration")
+        when = datetime.fromtimestamp(int(expiration) / 1000, timezone.utc) if expiration else None
+        return str(answer.get("resourceId", "")), when
+
+    def stop_channel(self, channel_id: str, resource_id: str) -> None:
+        """``channels.stop``; a channel already gone counts as stopped."""
+        try:
+            self._execute(self.service.channels().stop(body={"id": channel_id, "resourceId": resource_id}),
+                          "channels.stop")
+        except CalendarNotFound:
+            pass
+
     def delete_event(self, calendar_id: str, event_id: str, send_updates: str = "none") -> None:
         """``events.delete``; an event already gone (404/410) counts as deleted."""
         try:

@@ -75,7 +75,8 @@ Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them
   reason from the body, not only from ``error_details``).
 * Routes: ``users/me/calendarList`` (list, get), ``calendars/{id}`` (get),
   ``calendars/{id}/events`` (list, insert), ``calendars/{id}/events/{eventId}`` (get,
-  patch, update, delete). ``primary`` is the account's email, as on Google.
+  patch, update, delete), ``calendars/{id}/events/watch``, ``channels/stop``,
+  ``freeBusy``. ``primary`` is the account's email, as on Google.
   Other paths → 404 notFound.
 * Strict request checks from the Calendar discovery document that ships with
   google-api-python-client (``googleapiclient/discovery_cache/documents/calendar.v3.json``),
@@ -151,11 +152,97 @@ Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them
   ``backendError``); ``fail_next(n, status, reason)`` → the next n API requests fail
   (500/503 backendError, 429 or 403 rateLimitExceeded / userRateLimitExceeded /
   quotaExceeded with domain ``usageLimits``, anything else with domain ``global``).
+* Busy or free (NOTES C "Busy vs free"): events keep what was written —
+  ``transparency`` (absent = opaque = busy; Google leaves the default out), ``visibility``,
+  ``eventType`` ("default" when not given; "outOfOffice", "focusTime", "workingLocation"
+  with their ``*Properties``; the type cannot change later) and ``attendees[]`` with
+  ``responseStatus``, ``self`` (the calendar's owner) and ``organizer``. ``user_insert``
+  may carry an ``organizer`` (an invitation from someone else, e.g. one the doctor
+  declined); the API ignores it, as Google does. *Busy* below = not cancelled, not
+  transparent, not a workingLocation event, not declined by the calendar's own attendee
+  entry; tentative and unanswered invitations are busy.
+
+Push notifications (NOTES C "Push: …", E #11)
+---------------------------------------------
+* ``events.watch`` (``POST calendars/{id}/events/watch``, body Channel ``{id, type,
+  address, token?, expiration?, params?}``; every events.list query parameter is accepted
+  and ignored). Checks: ``id`` required, ≤64 chars of ``[A-Za-z0-9-_+/=]`` (400
+  ``push.channelIdInvalid``) and unique in the project — among *all* channels ever made
+  here, stopped or expired too — else 400 ``channelIdNotUnique`` "Channel id … not unique";
+  ``type`` "web_hook" (or "webhook") else 400 ``push.channelTypeNotSupported``;
+  ``address`` an absolute URL (400 ``push.webhookUrlNoHostOrAddress``) and HTTPS (400
+  ``push.webhookUrlNotHttps`` "WebHook callback must be HTTPS: …"). Real Google requires
+  HTTPS with a valid, not self-signed certificate; here ``allow_http_webhooks=True``
+  (default) also accepts ``http://`` on loopback so tests need no TLS. ``token`` ≤256
+  chars (400 ``invalid``). ``expiration`` (ms since the epoch, string or number) is
+  clamped to now + ``channel_ttl`` (604800 s, the default lifetime); an expiration in the
+  past — typically seconds sent instead of milliseconds — → 400 "Invalid ttl value for
+  channel -N" (what Google said for Drive). ``params.ttl`` (seconds) also shortens it.
+  Answer: ``{kind:"api#channel", id, resourceId, resourceUri, token?, expiration}`` with
+  ``expiration`` a ms *string*; ``resourceId`` is opaque and the same for every channel on
+  that calendar; ``resourceUri`` is this sandbox's events URL of the calendar as the
+  request named it (``primary`` stays ``primary``), with the request's query.
+* Delivery, from one background thread (API calls never wait for it): right after the
+  watch a ``sync`` message (``X-Goog-Message-Number: 1``) — it may reach the receiver
+  before the client has the watch response, as on Google — then after every change to an
+  event of the calendar (insert/patch/update/delete through the API or ``user_*``, and a
+  Meet conference completing) one ``exists`` message per live channel, message numbers
+  increasing by 1–3 (never assume consecutive). A ``POST`` to ``address`` with *no body*
+  (``Content-Length: 0``, ``Content-Type: application/json; charset=UTF-8``,
+  ``User-Agent: APIs-Google …``) and headers ``X-Goog-Channel-ID``,
+  ``X-Goog-Channel-Token`` (only if set), ``X-Goog-Channel-Expiration`` (RFC 1123, e.g.
+  "Tue, 19 Nov 2013 01:13:52 GMT"), ``X-Goog-Message-Number``, ``X-Goog-Resource-ID``,
+  ``X-Goog-Resource-State``, ``X-Goog-Resource-URI``. Redirects are not followed.
+  102/200/201/202/204 = delivered; 500/502/503/504 — and no answer at all (refused,
+  timeout after ``push_timeout``) — are retried after each of ``push_retry_delays``
+  (default 1, 2, 4, 8, 16 s) then given up; any other status = failed, not retried.
+  Channels are never stopped for failures. Stopped or expired channels (sandbox clock:
+  ``advance()`` moves it; ``expire_channels()`` forces it) send nothing more, not even
+  queued retries. ``drop_notifications(n)`` silently loses the next n messages (their
+  numbers are used up, leaving a gap), as Google warns delivery is "not 100% reliable".
+  Every attempt is logged in ``notifications``; ``flush_notifications()`` waits for the
+  queue. ``channels()`` lists channels with their state.
+* ``channels.stop`` (``POST channels/stop``, body ``{id, resourceId}``) → 204, empty body.
+  Only the user and OAuth client that created the channel may stop it; another user, a
+  wrong ``resourceId``, an unknown, stopped or expired channel → 404 ``notFound``
+  "Channel '…' not found for project '…'".
+
+Free/busy and sharing
+---------------------
+* ``freebusy.query`` (``POST freeBusy``, body ``{timeMin, timeMax, timeZone?, items:
+  [{id}], calendarExpansionMax?, groupExpansionMax?}``) → ``{kind:"calendar#freeBusy",
+  timeMin, timeMax, calendars: {id: {busy: [{start, end}]}}}``: the busy events (above)
+  overlapping the window, clipped to it, overlapping or touching periods merged, rendered
+  in ``timeZone`` (default UTC, ``Z``); ``timeMin``/``timeMax`` echoed in UTC with
+  milliseconds. All-day events block from midnight to midnight in the calendar's zone.
+  ``primary`` may be named; the key is the id as sent. A calendar the user cannot see (not
+  its own, not shared with it, unknown) → ``{errors: [{domain:"global",
+  reason:"notFound"}], busy: []}`` — no implicit domain-wide sharing here. Errors:
+  missing time → 400 ``required`` "Missing timeMin parameter."; ``timeMax <= timeMin`` →
+  400 ``timeRangeEmpty``; a range longer than ``freebusy_max_days`` (90: Google's limit
+  is undocumented, cal.com chunks at 90 days after hitting it) → 400 ``timeRangeTooLong``
+  "The requested time range is too long."; more than 50 items → 400
+  ``tooManyCalendarsRequested``; ``calendarExpansionMax`` outside 1..50 or
+  ``groupExpansionMax`` outside 1..100 → 400 ``invalid``; items beyond
+  ``calendarExpansionMax`` get ``errors [{reason:"tooManyCalendarsRequested"}]``. Groups
+  are not expanded (a group address is just an unknown calendar). The scope must be one
+  the discovery document lists (``calendar``, ``calendar.readonly``, ``calendar.freebusy``,
+  ``calendar.events.freebusy`` — not ``calendar.events``).
+* ``share_calendar(calendar_id, with_email, role="freeBusyReader")`` adds an ACL rule and
+  the grantee's calendarList entry (``accessRole`` = role, not primary; ``minAccessRole``
+  honours it). A freeBusyReader ("See only free/busy (hide details)") can call freeBusy on
+  it and — as Google does: clients get events with no title — events.list/get, which
+  return only busy events reduced to ``{kind, etag, id, status, start, end, updated}``
+  (``accessRole: "freeBusyReader"``; a free event's get → 404); writes → 403
+  ``requiredAccessLevel``. It can watch the calendar. ``unshare_calendar`` removes both;
+  sharing changes invalidate that calendar's sync tokens.
 
 Public API (Python)
 -------------------
 ``GoogleSandbox(*, client_id=…, client_secret=…, token_ttl=3600, conference_pending_reads=1,
-now=None, redirect_uris=None, seed=True)``; ``app``; ``start(host, port) -> base_url``;
+now=None, redirect_uris=None, seed=True, allow_http_webhooks=True, channel_ttl=604800,
+push_retry_delays=(1, 2, 4, 8, 16), push_timeout=5.0, freebusy_max_days=90)``; ``app``;
+``start(host, port) -> base_url``;
 ``stop()``; ``base_url, auth_uri, token_uri, revoke_uri, api_endpoint``;
 ``client_config(redirect_uri)``; ``add_account(email, *, calendars, timezone, name)``;
 ``add_calendar(email, summary, role, timezone) -> id``; ``calendar_id(email, summary)``;
@@ -165,7 +252,10 @@ now=None, redirect_uris=None, seed=True)``; ``app``; ``start(host, port) -> base
 ``user_insert / user_patch / user_delete`` (the doctor editing in Google's UI);
 ``kill_on_insert(pid)``; ``set_down(down)``; ``fail_next(n, status, reason)``;
 ``conference_outcome(outcome)``; ``invalidate_sync_tokens()``; ``requests``;
-``reset_requests()``; ``reset()``.
+``reset_requests()``; ``reset()``; ``share_calendar(calendar_id, with_email, role)``;
+``unshare_calendar(calendar_id, with_email)``; ``channels()``; ``notifications``;
+``reset_notifications()``; ``flush_notifications(timeout) -> bool``;
+``drop_notifications(n)``; ``expire_channels()``.
 
 The same admin actions over HTTP (JSON bodies, no auth; answers ``{"ok": true}`` unless
 said otherwise; a bad body → 400 ``{"ok": false, "error"}``), for subprocesses and the demo:
@@ -192,15 +282,24 @@ said otherwise; a bad body → 400 ``{"ok": false, "error"}``), for subprocesses
 ``POST   /__sandbox__/conference_outcome``   ``{outcome: "success" | "failure"}``
 ``POST   /__sandbox__/invalidate_sync_tokens``
 ``GET    /__sandbox__/requests``             ``{requests: [...]}``; ``DELETE`` clears the log
-``POST   /__sandbox__/reset``                back to a freshly seeded sandbox
+``POST   /__sandbox__/share_calendar``       ``{calendar_id, email, role?}`` → ``{calendars}``
+                                             (the grantee's list)
+``POST   /__sandbox__/unshare_calendar``     ``{calendar_id, email}``
+``GET    /__sandbox__/channels``             ``{channels: [...]}``
+``POST   /__sandbox__/expire_channels``
+``POST   /__sandbox__/drop_notifications``   ``{n}``
+``GET    /__sandbox__/notifications``        ``{notifications: [...]}``; ``DELETE`` clears it
+``POST   /__sandbox__/reset``                back to a freshly seeded sandbox (channels and
+                                             queued notifications are forgotten)
 =========================================  ==============================================
 
 Standalone: ``python -m sandbox.google --port 8089`` prints the URLs, client id/secret and
 seeded accounts, then serves until interrupted.
 
 Not reproduced: recurrence expansion (``singleEvents`` is accepted but recurring events are
-returned unexpanded), events.watch / push notifications, freeBusy, batch requests,
-attendee copies on other calendars, ``id_token`` for ``openid``.
+returned unexpanded, and freeBusy counts only their first occurrence), ``not_exists``
+messages and watches on calendarList/settings, duplicate or post-stop pings, freeBusy
+groups, batch requests, attendee copies on other calendars, ``id_token`` for ``openid``.
 """
 
 from __future__ import annotations
@@ -208,9 +307,14 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import email.utils
 import hashlib
+import heapq
 import html
+import http.client
 import importlib.util
+import ipaddress
+import itertools
 import json
 import os
 import re
@@ -223,7 +327,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote, urlencode, urlsplit, urlunsplit, parse_qsl
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit, parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, g, redirect, request
@@ -268,6 +372,16 @@ _READ_ONLY = {"kind", "etag", "id", "htmlLink", "created", "updated", "creator",
               "conferenceData", "attendeesOmitted"}
 _SYNC_EXCLUSIVE = ("iCalUID", "orderBy", "privateExtendedProperty", "q", "sharedExtendedProperty",
                    "timeMin", "timeMax", "updatedMin")
+# Push notifications (NOTES C "Push: …").
+_CHANNEL_ID_RE = re.compile(r"[A-Za-z0-9\-_+/=]+")   # Google's push channel id alphabet
+_CHANNEL_ID_MAX = 64
+_CHANNEL_TOKEN_MAX = 256
+_PUSH_OK = {102, 200, 201, 202, 204}                 # anything else is a failed delivery
+_PUSH_RETRY = {500, 502, 503, 504}                   # retried with exponential backoff
+_PUSH_USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
+# freebusy.query limits (discovery document; the range limit is undocumented, see docstring).
+_FREEBUSY_MAX_CALENDARS = 50
+_FREEBUSY_MAX_GROUP = 100
 
 
 # --------------------------------------------------------------------------- errors
@@ -383,6 +497,15 @@ def _render_instant(ts: float, tz_name: str) -> str:
     return dt.isoformat(timespec="seconds")
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _random_base32hex(n: int) -> str:
     alphabet = "0123456789abcdefghijklmnopqrstuv"
     return "".join(secrets.choice(alphabet) for _ in range(n))
@@ -425,7 +548,7 @@ class _Discovery:
         """400 for undeclared query parameters and badly typed values."""
         if method is None:
             return
-        declared = {k: v for k, v in method["parameters"].items() if v.get("location") == "query"}
+        declared = {k: v for k, v in method.get("parameters", {}).items() if v.get("location") == "query"}
         declared.update(self.global_params)
         for key in args.keys():
             spec = declared.get(key)
@@ -491,6 +614,11 @@ class _Discovery:
             for i, item in enumerate(value):
                 self._check(item, schema.get("items", {"type": "any"}), f"{path}[{i}]")
         elif kind == "string":
+            # int64 fields travel as JSON strings, but Google's JSON parser (proto3 mapping)
+            # accepts plain numbers for them too, e.g. Channel.expiration.
+            if schema.get("format") in ("int64", "uint64") and isinstance(value, int) \
+                    and not isinstance(value, bool):
+                return
             if not isinstance(value, str):
                 raise self._type_error(path, "TYPE_STRING", value)
         elif kind == "integer":
@@ -591,11 +719,30 @@ class _Calendar:
     owner: str
     summary: str
     time_zone: str
-    access_role: str
+    access_role: str                # the owner's role (its calendarList accessRole)
     primary: bool
     color: tuple[str, str]
     events: dict[str, _Event] = field(default_factory=dict)
     updated_ts: float = 0.0
+    shared: dict[str, str] = field(default_factory=dict)   # other account email -> role
+
+
+@dataclass
+class _Channel:
+    """A push notification channel of events.watch."""
+    id: str
+    resource_id: str
+    resource_uri: str
+    calendar_id: str
+    address: str
+    token: str | None
+    expiration_ms: int
+    email: str                      # the user who created it
+    client_id: str                  # and through which OAuth client
+    created: float
+    last_number: int = 0            # X-Goog-Message-Number of the last message queued
+    stopped: bool = False
+    expired: bool = False           # forced by expire_channels()
 
 
 @dataclass
@@ -672,6 +819,14 @@ class GoogleSandbox:
             datetime; defaults to ``time.time``. ``advance(seconds)`` adds to it.
         redirect_uris: allowed redirect URIs; None accepts any absolute http(s) URI.
         seed: add the three SEEDED_ACCOUNTS (each with primary + "Clinic appointments").
+        allow_http_webhooks: accept ``http://`` watch addresses on loopback hosts
+            (127.0.0.0/8, ::1, localhost). Real Google accepts only HTTPS with a valid
+            certificate; ``False`` enforces that here too.
+        channel_ttl: longest (and default) channel lifetime in seconds (604800 = 7 days).
+        push_retry_delays: seconds to wait before each retry of a notification answered
+            500/502/503/504 (or not answered at all); its length is the number of retries.
+        push_timeout: seconds a notification POST may take before it counts as failed.
+        freebusy_max_days: longest freebusy.query range (days) before 400 timeRangeTooLong.
 
     Calendar ids: an account's primary calendar id is its email; other calendars get
     ``calendar_id(email, summary)`` = ``c_<26 hex>@group.calendar.google.com``
@@ -681,7 +836,10 @@ class GoogleSandbox:
     def __init__(self, *, client_id: str = "sandbox-client-id.apps.googleusercontent.com",
                  client_secret: str = "sandbox-client-secret", token_ttl: int = 3600,
                  conference_pending_reads: int = 1, now: Callable[[], Any] | None = None,
-                 redirect_uris: list[str] | None = None, seed: bool = True):
+                 redirect_uris: list[str] | None = None, seed: bool = True,
+                 allow_http_webhooks: bool = True, channel_ttl: int = 604800,
+                 push_retry_delays=(1.0, 2.0, 4.0, 8.0, 16.0), push_timeout: float = 5.0,
+                 freebusy_max_days: int = 90):
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = int(token_ttl)
@@ -695,6 +853,19 @@ class GoogleSandbox:
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
         self._seed = seed
+        self.allow_http_webhooks = bool(allow_http_webhooks)
+        self.channel_ttl = int(channel_ttl)
+        self.push_retry_delays = tuple(float(d) for d in push_retry_delays)
+        self.push_timeout = float(push_timeout)
+        self.freebusy_max_days = int(freebusy_max_days)
+        # Notification delivery: a heap of (due monotonic time, n, job) served by one
+        # background thread; its own condition, never held together with self._lock.
+        self._push_cv = threading.Condition()
+        self._push_heap: list[tuple[float, int, dict]] = []
+        self._push_counter = itertools.count()
+        self._push_pending = 0           # jobs queued or being sent
+        self._push_thread: threading.Thread | None = None
+        self._push_closing = False
         self._init_state()
         self.app = self._build_app()
 
@@ -717,6 +888,13 @@ class GoogleSandbox:
         self._kill_pid: int | None = None
         self._conference_outcome = "success"
         self._log: list[dict] = []
+        self._channels: dict[str, _Channel] = {}
+        self._notifications: list[dict] = []
+        self._drop_next = 0
+        with self._push_cv:
+            self._push_pending -= len(self._push_heap)
+            self._push_heap.clear()
+            self._push_cv.notify_all()
         if self._seed:
             for email, tz in SEEDED_ACCOUNTS:
                 self.add_account(email, timezone=tz)
@@ -737,10 +915,23 @@ class GoogleSandbox:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="google-sandbox", daemon=True)
         self._thread.start()
+        with self._push_cv:
+            if self._push_heap:
+                self._ensure_push_worker()
         return self._base_url
 
     def stop(self) -> None:
-        """Stop serving (idempotent). State is kept."""
+        """Stop serving (idempotent) and the notification sender. State is kept
+        (notifications still queued are sent after the next ``start()``)."""
+        with self._push_cv:
+            self._push_closing = True
+            self._push_cv.notify_all()
+            worker = self._push_thread
+        if worker is not None:
+            worker.join(timeout=self.push_timeout + 1)
+        with self._push_cv:
+            self._push_closing = False
+            self._push_thread = None
         if self._server is None:
             return
         self._server.shutdown()
@@ -831,11 +1022,50 @@ class GoogleSandbox:
         acct.calendar_ids.append(cid)
 
     def calendars(self, email: str) -> list[dict]:
-        """``[{id, summary, timeZone, accessRole, primary}]`` of an account."""
+        """``[{id, summary, timeZone, accessRole, primary}]`` of an account's calendar list
+        (its own calendars, then those shared with it)."""
         with self._lock:
             return [{"id": c.id, "summary": c.summary, "timeZone": c.time_zone,
-                     "accessRole": c.access_role, "primary": c.primary}
+                     "accessRole": self._role(c, email), "primary": c.primary and c.owner == email}
                     for c in (self._calendars[i] for i in self._accounts[email].calendar_ids)]
+
+    def share_calendar(self, calendar_id: str, with_email: str, role: str = "freeBusyReader") -> None:
+        """The owner shares ``calendar_id`` with another account (an ACL rule plus the
+        calendarList entry Google adds for the grantee). ``role`` is ``freeBusyReader``
+        ("See only free/busy"), ``reader``, ``writer`` or ``owner``. Sharing again changes
+        the role. Sync tokens of that calendar are invalidated (an ACL change, NOTES C)."""
+        if role not in _ROLE_RANK:
+            raise ValueError(f"unknown access role {role!r}")
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            acct = self._accounts[with_email]
+            if cal.owner == with_email:
+                raise ValueError(f"{with_email} owns {calendar_id}")
+            cal.shared[with_email] = role
+            if calendar_id not in acct.calendar_ids:
+                acct.calendar_ids.append(calendar_id)
+            self._drop_sync_tokens(calendar_id)
+
+    def unshare_calendar(self, calendar_id: str, with_email: str) -> None:
+        """Remove the ACL rule and the grantee's calendarList entry."""
+        with self._lock:
+            cal = self._calendars[calendar_id]
+            cal.shared.pop(with_email, None)
+            acct = self._accounts[with_email]
+            if calendar_id in acct.calendar_ids:
+                acct.calendar_ids.remove(calendar_id)
+            self._drop_sync_tokens(calendar_id)
+
+    def _drop_sync_tokens(self, calendar_id: str) -> None:
+        for tok in [t for t, (cid, _s) in self._sync_tokens.items() if cid == calendar_id]:
+            del self._sync_tokens[tok]
+
+    @staticmethod
+    def _role(cal: _Calendar, email: str) -> str | None:
+        """The access role ``email`` has on ``cal`` (None = cannot see it)."""
+        if cal.owner == email:
+            return cal.access_role
+        return cal.shared.get(email)
 
     # ------------------------------------------------------------------ admin knobs
 
@@ -900,6 +1130,54 @@ class GoogleSandbox:
         with self._lock:
             self._sync_tokens.clear()
 
+    # ------------------------------------------------------------------ push notification knobs
+
+    def drop_notifications(self, n: int) -> None:
+        """The next ``n`` notifications (any channel, sync or exists) are silently not sent,
+        as Google warns happens ("not 100% reliable"). Their message numbers are still used
+        up, and each appears in ``notifications`` with ``dropped: true``."""
+        with self._lock:
+            self._drop_next += int(n)
+
+    def expire_channels(self) -> None:
+        """Every live channel expires now: no more notifications on it."""
+        with self._lock:
+            now_ms = int(self._now() * 1000)
+            for ch in self._channels.values():
+                if not ch.stopped and not ch.expired:
+                    ch.expired = True
+                    ch.expiration_ms = min(ch.expiration_ms, now_ms)
+
+    def channels(self) -> list[dict]:
+        """Every channel created so far: ``{id, resourceId, resourceUri, calendarId, address,
+        token, expiration (ms str), email, state ("live"|"stopped"|"expired"),
+        lastMessageNumber}``."""
+        with self._lock:
+            return [{"id": ch.id, "resourceId": ch.resource_id, "resourceUri": ch.resource_uri,
+                     "calendarId": ch.calendar_id, "address": ch.address, "token": ch.token,
+                     "expiration": str(ch.expiration_ms), "email": ch.email,
+                     "state": self._channel_state(ch), "lastMessageNumber": ch.last_number}
+                    for ch in self._channels.values()]
+
+    @property
+    def notifications(self) -> list[dict]:
+        """Copy of the delivery log, one entry per attempt: ``{time (RFC 3339, sandbox
+        clock), channel_id, resource_id, message_number, state ("sync"|"exists"), address,
+        attempt (1 = first try, 0 = dropped), status (HTTP status or None), ok, retry (another
+        attempt is scheduled), dropped, error}``."""
+        with self._lock:
+            return copy.deepcopy(self._notifications)
+
+    def reset_notifications(self) -> None:
+        with self._lock:
+            self._notifications.clear()
+
+    def flush_notifications(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued notification (retries included) has been sent or given
+        up; True when the queue drained within ``timeout`` seconds."""
+        with self._push_cv:
+            return self._push_cv.wait_for(lambda: self._push_pending <= 0, timeout)
+
     @property
     def requests(self) -> list[dict]:
         """Copy of the request log: ``{method, path, query, json, form, auth_email,
@@ -935,11 +1213,16 @@ class GoogleSandbox:
             return self._render(self._calendars[calendar_id], ev) if ev else None
 
     def user_insert(self, calendar_id: str, event: dict) -> dict:
-        """The account owner creates an event in Google's UI (no auth, not logged)."""
+        """The account owner creates an event in Google's UI (no auth, not logged).
+
+        Unlike the API, an ``organizer`` in the body is kept: that is how an invitation
+        from someone else lands on the calendar (e.g. with the owner's attendee entry
+        ``responseStatus: "declined"``)."""
         with self._lock:
             cal = self._calendars[calendar_id]
             self._disc.check_body(event, "Event")
-            return self._render(cal, self._insert(cal, event, conf_version=1))
+            return self._render(cal, self._insert(cal, event, conf_version=1,
+                                                  organizer=event.get("organizer")))
 
     def user_patch(self, calendar_id: str, event_id: str, changes: dict) -> dict:
         """The owner edits an event in Google's UI (patch semantics)."""
@@ -1014,6 +1297,12 @@ class GoogleSandbox:
                          self._api("events", "list", self._h_events_list), methods=["GET"])
         app.add_url_rule(f"{api}/calendars/<cal_id>/events", "ev_insert",
                          self._api("events", "insert", self._h_events_insert), methods=["POST"])
+        app.add_url_rule(f"{api}/calendars/<cal_id>/events/watch", "ev_watch",
+                         self._api("events", "watch", self._h_events_watch), methods=["POST"])
+        app.add_url_rule(f"{api}/channels/stop", "ch_stop",
+                         self._api("channels", "stop", self._h_channels_stop), methods=["POST"])
+        app.add_url_rule(f"{api}/freeBusy", "freebusy",
+                         self._api("freebusy", "query", self._h_freebusy), methods=["POST"])
         for verb, name in (("GET", "get"), ("PATCH", "patch"), ("PUT", "update"), ("DELETE", "delete")):
             app.add_url_rule(f"{api}/calendars/<cal_id>/events/<event_id>", f"ev_{name}",
                              self._api("events", name, getattr(self, f"_h_events_{name}")),
@@ -1439,13 +1728,14 @@ class GoogleSandbox:
         if cal_id == "primary":
             cal_id = ctx.email
         cal = self._calendars.get(cal_id)
-        if cal is None or cal.owner != ctx.email:
+        role = self._role(cal, ctx.email) if cal is not None else None
+        if role is None:
             raise _not_found()
-        if write and _ROLE_RANK[cal.access_role] < _ROLE_RANK["writer"]:
+        if write and _ROLE_RANK[role] < _ROLE_RANK["writer"]:
             raise ApiError(403, "requiredAccessLevel", "You need to have writer access to this calendar.")
         return cal
 
-    def _json_body(self) -> dict:
+    def _json_body(self, schema: str = "Event") -> dict:
         try:
             body = json.loads(request.get_data() or b"null")
         except ValueError:
@@ -1454,7 +1744,7 @@ class GoogleSandbox:
             body = {}
         if not isinstance(body, dict):
             raise _bad("Invalid JSON payload received. Expected an object.", "parseError")
-        self._disc.check_body(body, "Event")
+        self._disc.check_body(body, schema)
         return body
 
     @staticmethod
@@ -1481,17 +1771,19 @@ class GoogleSandbox:
 
     # ------------------------------------------------------------------ calendarList / calendars
 
-    def _calendar_entry(self, cal: _Calendar) -> dict:
+    def _calendar_entry(self, cal: _Calendar, email: str) -> dict:
+        role = self._role(cal, email)
+        primary = cal.primary and cal.owner == email
         entry = {
             "kind": "calendar#calendarListEntry",
             "etag": f'"{int(cal.updated_ts * 1000)}000"',
             "id": cal.id, "summary": cal.summary, "timeZone": cal.time_zone,
             "colorId": cal.color[0], "backgroundColor": cal.color[1], "foregroundColor": "#000000",
-            "selected": True, "accessRole": cal.access_role,
-            "defaultReminders": [{"method": "popup", "minutes": 10}] if cal.primary else [],
+            "selected": True, "accessRole": role,
+            "defaultReminders": [{"method": "popup", "minutes": 10}] if primary else [],
             "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
         }
-        if cal.primary:
+        if primary:
             entry["primary"] = True
             entry["notificationSettings"] = {"notifications": [
                 {"type": "eventCreation", "method": "email"}, {"type": "eventChange", "method": "email"},
@@ -1503,7 +1795,7 @@ class GoogleSandbox:
         min_role = a.get("minAccessRole")
         cals = [self._calendars[i] for i in self._accounts[ctx.email].calendar_ids]
         if min_role:
-            cals = [c for c in cals if _ROLE_RANK[c.access_role] >= _ROLE_RANK[min_role]]
+            cals = [c for c in cals if _ROLE_RANK[self._role(c, ctx.email)] >= _ROLE_RANK[min_role]]
         size = min(int(a.get("maxResults", "100")), 250)
         start = 0
         if a.get("pageToken"):
@@ -1516,7 +1808,7 @@ class GoogleSandbox:
             raise ApiError(410, "fullSyncRequired", "Sync token is no longer valid, a full sync is required.")
         page = cals[start:start + size]
         out = {"kind": "calendar#calendarList", "etag": f'"p{self._seq}"',
-               "items": [self._calendar_entry(c) for c in page]}
+               "items": [self._calendar_entry(c, ctx.email) for c in page]}
         if start + size < len(cals):
             out["nextPageToken"] = base64.urlsafe_b64encode(json.dumps({"o": start + size}).encode()).decode().rstrip("=")
         else:
@@ -1526,7 +1818,7 @@ class GoogleSandbox:
         return out
 
     def _h_calendar_list_get(self, ctx: _AccessToken, cal_id: str):
-        return self._calendar_entry(self._calendar(ctx, cal_id))
+        return self._calendar_entry(self._calendar(ctx, cal_id), ctx.email)
 
     def _h_calendar_get(self, ctx: _AccessToken, cal_id: str):
         cal = self._calendar(ctx, cal_id)
@@ -1550,6 +1842,10 @@ class GoogleSandbox:
         ev = cal.events.get(event_id)
         if ev is None:
             raise _not_found()
+        if self._role(cal, ctx.email) == "freeBusyReader":
+            if ev.data.get("status") != "cancelled" and not self._is_busy(cal, ev):
+                raise _not_found()  # free time is not visible to a free/busy reader
+            return self._busy_only(self._render(cal, ev, self._tz_param()))
         self._count_read(cal, ev)
         inm = request.headers.get("If-None-Match")
         if inm is not None and inm.strip() == ev.data["etag"]:
@@ -1584,6 +1880,8 @@ class GoogleSandbox:
 
     def _h_events_list(self, ctx: _AccessToken, cal_id: str):
         cal = self._calendar(ctx, cal_id)
+        role = self._role(cal, ctx.email)
+        busy_only = role == "freeBusyReader"
         a = request.args
         tz = self._tz_param()
         sync_token = a.get("syncToken")
@@ -1637,6 +1935,8 @@ class GoogleSandbox:
         def matches(ev: _Event) -> bool:
             d = ev.data
             cancelled = d.get("status") == "cancelled"
+            if busy_only and not cancelled and not self._is_busy(cal, ev):
+                return False
             if since is not None:
                 return ev.seq > since
             if cancelled and not show_deleted:
@@ -1673,13 +1973,16 @@ class GoogleSandbox:
         page, more = candidates[:size], len(candidates) > size
         # The resume key is taken before reads can complete conferences (which re-stamps them).
         last = key(page[-1]) if page else after
-        for ev in page:
-            self._count_read(cal, ev)
+        if not busy_only:
+            for ev in page:
+                self._count_read(cal, ev)
         items = [self._render(cal, ev, tz, tombstone=ev.data.get("status") == "cancelled") for ev in page]
+        if busy_only:
+            items = [self._busy_only(it) for it in items]
         out: dict[str, Any] = {
             "kind": "calendar#events", "etag": f'"p{self._seq}"', "summary": cal.summary, "description": "",
             "updated": _rfc3339_ms(max([cal.updated_ts] + [e.updated_ts for e in cal.events.values()])),
-            "timeZone": cal.time_zone, "accessRole": cal.access_role,
+            "timeZone": cal.time_zone, "accessRole": role,
             "defaultReminders": [{"method": "popup", "minutes": 10}] if cal.primary else [],
         }
         if more:
@@ -1709,9 +2012,309 @@ class GoogleSandbox:
                        location=name, location_type="parameter")
         return k, v
 
+    # ------------------------------------------------------------------ busy / free
+
+    @staticmethod
+    def _is_busy(cal: _Calendar, ev: _Event) -> bool:
+        """Does this event block time (freeBusy, and what a freeBusyReader sees)?
+
+        Busy = not cancelled, ``transparency`` not "transparent" (absent = opaque), not a
+        ``workingLocation`` event (those never block time), and not declined by the
+        calendar's own attendee entry (``self``, or the calendar/owner address)."""
+        d = ev.data
+        if d.get("status") == "cancelled" or d.get("transparency") == "transparent":
+            return False
+        if d.get("eventType") == "workingLocation":
+            return False
+        me = {cal.id.lower(), cal.owner.lower()}
+        for att in d.get("attendees") or []:
+            if (att.get("self") or str(att.get("email", "")).lower() in me) \
+                    and att.get("responseStatus") == "declined":
+                return False
+        return True
+
+    @staticmethod
+    def _busy_only(item: dict) -> dict:
+        """What a freeBusyReader gets of an event: times only, no details."""
+        return {k: item[k] for k in ("kind", "etag", "id", "status", "start", "end", "updated")
+                if k in item}
+
+    def _body_time(self, body: dict, name: str) -> float:
+        raw = body.get(name)
+        if raw is None:
+            raise _bad(f"Missing {name} parameter.", "required", location=name)
+        dt = _parse_rfc3339(raw)
+        if dt is None or dt.tzinfo is None:
+            raise _bad(f"Invalid value for {name}: {raw}", "invalid", location=name)
+        return dt.timestamp()
+
+    # ------------------------------------------------------------------ freebusy.query
+
+    def _h_freebusy(self, ctx: _AccessToken):
+        body = self._json_body("FreeBusyRequest")
+        tmin = self._body_time(body, "timeMin")
+        tmax = self._body_time(body, "timeMax")
+        if tmax <= tmin:
+            raise _bad("The specified time range is empty.", "timeRangeEmpty", location="timeMax")
+        if tmax - tmin > self.freebusy_max_days * 86400:
+            raise _bad("The requested time range is too long.", "timeRangeTooLong", location="timeMax")
+        tz = body.get("timeZone") or "UTC"
+        if _zone(tz) is None:
+            raise _bad("Invalid time zone definition.", "invalid", location="timeZone")
+        cal_max = body.get("calendarExpansionMax")
+        if cal_max is not None and not 1 <= int(cal_max) <= _FREEBUSY_MAX_CALENDARS:
+            raise _bad(f"Invalid value for calendarExpansionMax: {cal_max}. It must be between 1 and "
+                       f"{_FREEBUSY_MAX_CALENDARS}.", "invalid", location="calendarExpansionMax")
+        group_max = body.get("groupExpansionMax")
+        if group_max is not None and not 1 <= int(group_max) <= _FREEBUSY_MAX_GROUP:
+            raise _bad(f"Invalid value for groupExpansionMax: {group_max}. It must be between 1 and "
+                       f"{_FREEBUSY_MAX_GROUP}.", "invalid", location="groupExpansionMax")
+        items = body.get("items") or []
+        if len(items) > _FREEBUSY_MAX_CALENDARS:
+            raise _bad("Too many calendars requested.", "tooManyCalendarsRequested", location="items")
+        limit = int(cal_max) if cal_max is not None else _FREEBUSY_MAX_CALENDARS
+        out: dict[str, dict] = {}
+        for item in items:
+            cid = (item or {}).get("id")
+            if not cid:
+                raise _bad("Missing calendar id.", "required", location="items.id")
+            if cid in out:
+                continue
+            if len(out) >= limit:
+                out[cid] = {"errors": [{"domain": "global", "reason": "tooManyCalendarsRequested"}],
+                            "busy": []}
+                continue
+            real = ctx.email if cid == "primary" else cid
+            cal = self._calendars.get(real)
+            if cal is None or self._role(cal, ctx.email) is None:
+                out[cid] = {"errors": [{"domain": "global", "reason": "notFound"}], "busy": []}
+                continue
+            spans = sorted((max(ev.start_ts, tmin), min(ev.end_ts, tmax)) for ev in cal.events.values()
+                           if ev.end_ts > tmin and ev.start_ts < tmax and self._is_busy(cal, ev))
+            merged: list[list[float]] = []
+            for start, end in spans:
+                if merged and start <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], end)
+                else:
+                    merged.append([start, end])
+            out[cid] = {"busy": [{"start": _render_instant(a, tz), "end": _render_instant(b, tz)}
+                                 for a, b in merged]}
+        return {"kind": "calendar#freeBusy", "timeMin": _rfc3339_ms(tmin), "timeMax": _rfc3339_ms(tmax),
+                "calendars": out}
+
+    # ------------------------------------------------------------------ events.watch / channels.stop
+
+    def _h_events_watch(self, ctx: _AccessToken, cal_id: str):
+        cal = self._calendar(ctx, cal_id)
+        body = self._json_body("Channel")
+        cid = body.get("id")
+        if not cid:
+            raise _bad("Required parameter: id", "required", location="id")
+        if len(cid) > _CHANNEL_ID_MAX or not _CHANNEL_ID_RE.fullmatch(cid):
+            raise _bad(f"Channel id must be at most {_CHANNEL_ID_MAX} characters and match the "
+                       f"regular expression {_CHANNEL_ID_RE.pattern}", "push.channelIdInvalid",
+                       location="id")
+        kind = body.get("type")
+        if not kind:
+            raise _bad("Required parameter: type", "required", location="type")
+        if kind not in ("web_hook", "webhook"):
+            raise _bad(f"Unknown channel type: {kind}", "push.channelTypeNotSupported", location="type")
+        address = body.get("address")
+        if not address:
+            raise _bad("Required parameter: address", "required", location="address")
+        parts = urlsplit(address)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _bad(f"WebHook callback must have a host or address: {address}",
+                       "push.webhookUrlNoHostOrAddress", location="address")
+        if parts.scheme != "https" and not (self.allow_http_webhooks and _is_loopback(parts.hostname)):
+            raise _bad(f"WebHook callback must be HTTPS: {address}", "push.webhookUrlNotHttps",
+                       location="address")
+        token = body.get("token")
+        if token is not None and len(token) > _CHANNEL_TOKEN_MAX:
+            raise _bad(f"Channel token must be at most {_CHANNEL_TOKEN_MAX} characters.", "invalid",
+                       location="token")
+        if cid in self._channels:
+            raise _bad(f"Channel id {cid} not unique", "channelIdNotUnique", location="id")
+        now_ms = int(self._now() * 1000)
+        expiration = now_ms + self.channel_ttl * 1000
+        if body.get("expiration") not in (None, ""):
+            if not re.fullmatch(r"-?\d+", str(body["expiration"])):
+                raise _bad(f"Invalid value at 'resource.expiration' (TYPE_INT64), {body['expiration']!r}",
+                           "invalid", location="expiration")
+            wanted = int(body["expiration"])
+            if wanted <= now_ms:  # e.g. seconds sent where milliseconds are expected
+                raise _bad(f"Invalid ttl value for channel {(wanted - now_ms) // 1000}", "invalid",
+                           location="expiration")
+            expiration = min(expiration, wanted)
+        ttl = (body.get("params") or {}).get("ttl")
+        if ttl is not None:
+            if not re.fullmatch(r"\d+", str(ttl)) or int(ttl) <= 0:
+                raise _bad(f"Invalid ttl value for channel {ttl}", "invalid", location="params.ttl")
+            expiration = min(expiration, now_ms + int(ttl) * 1000)
+        query = urlencode([(k, v) for k in request.args.keys() for v in request.args.getlist(k)])
+        uri = (f"{request.host_url.rstrip('/')}/calendar/v3/calendars/{quote(cal_id, safe='@')}/events"
+               + (f"?{query}" if query else ""))
+        grant = self._grants.get(ctx.grant_id)
+        ch = _Channel(id=cid, resource_id=self._resource_id(cal.id), resource_uri=uri, calendar_id=cal.id,
+                      address=address, token=token, expiration_ms=expiration, email=ctx.email,
+                      client_id=grant.client_id if grant else self.client_id, created=self._now())
+        self._channels[cid] = ch
+        self._queue_push(ch, "sync")
+        out = {"kind": "api#channel", "id": cid, "resourceId": ch.resource_id, "resourceUri": uri}
+        if token is not None:
+            out["token"] = token
+        out["expiration"] = str(expiration)
+        return out
+
+    @staticmethod
+    def _resource_id(calendar_id: str) -> str:
+        """Opaque, stable id of a calendar's events collection (the same for every channel)."""
+        digest = hashlib.sha256(f"events/{calendar_id}".encode()).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:27]
+
+    def _h_channels_stop(self, ctx: _AccessToken):
+        body = self._json_body("Channel")
+        cid, rid = body.get("id"), body.get("resourceId")
+        if not cid:
+            raise _bad("Required parameter: id", "required", location="id")
+        if not rid:
+            raise _bad("Required parameter: resourceId", "required", location="resourceId")
+        ch = self._channels.get(cid)
+        grant = self._grants.get(ctx.grant_id)
+        client = grant.client_id if grant else self.client_id
+        if (ch is None or ch.resource_id != rid or self._channel_state(ch) != "live"
+                or ch.email != ctx.email or ch.client_id != client):
+            raise ApiError(404, "notFound", f"Channel '{cid}' not found for project '{self._project_number()}'")
+        ch.stopped = True
+        return Response(status=204)
+
+    def _project_number(self) -> str:
+        return str(int(hashlib.sha256(self.client_id.encode()).hexdigest()[:10], 16) % 10**12)
+
+    # ------------------------------------------------------------------ push delivery
+
+    def _channel_state(self, ch: _Channel) -> str:
+        if ch.stopped:
+            return "stopped"
+        if ch.expired or ch.expiration_ms <= self._now() * 1000:
+            return "expired"
+        return "live"
+
+    def _notify_change(self, cal: _Calendar) -> None:
+        """An event of ``cal`` changed: an ``exists`` message on each live channel (lock held)."""
+        for ch in self._channels.values():
+            if ch.calendar_id == cal.id and self._channel_state(ch) == "live":
+                self._queue_push(ch, "exists")
+
+    def _queue_push(self, ch: _Channel, state: str) -> None:
+        """Number a message and queue it for the sender thread (lock held)."""
+        if state == "sync":
+            ch.last_number = 1
+        else:  # increasing, deliberately not consecutive (as on Google)
+            ch.last_number += 1 + secrets.randbelow(3)
+        number = ch.last_number
+        if self._drop_next > 0:
+            self._drop_next -= 1
+            self._notifications.append(self._push_record(ch, number, state, attempt=0, status=None,
+                                                         dropped=True))
+            return
+        job = {"channel": ch, "number": number, "state": state, "attempt": 0}
+        with self._push_cv:
+            self._push_pending += 1
+            heapq.heappush(self._push_heap, (time.monotonic(), next(self._push_counter), job))
+            self._ensure_push_worker()
+            self._push_cv.notify_all()
+
+    def _push_record(self, ch: _Channel, number: int, state: str, *, attempt: int, status: int | None,
+                     dropped: bool = False, retry: bool = False, error: str | None = None) -> dict:
+        return {"time": _rfc3339_ms(self._now()), "channel_id": ch.id, "resource_id": ch.resource_id,
+                "message_number": number, "state": state, "address": ch.address, "attempt": attempt,
+                "status": status, "ok": status in _PUSH_OK, "retry": retry, "dropped": dropped,
+                "error": error}
+
+    def _ensure_push_worker(self) -> None:
+        """Start the sender thread if needed (``_push_cv`` held)."""
+        if self._push_thread is None or not self._push_thread.is_alive():
+            self._push_thread = threading.Thread(target=self._push_loop, name="google-sandbox-push",
+                                                 daemon=True)
+            self._push_thread.start()
+
+    def _push_loop(self) -> None:
+        while True:
+            with self._push_cv:
+                while True:
+                    if self._push_closing:
+                        return
+                    if self._push_heap:
+                        wait = self._push_heap[0][0] - time.monotonic()
+                        if wait <= 0:
+                            job = heapq.heappop(self._push_heap)[2]
+                            break
+                        self._push_cv.wait(wait)
+                    else:
+                        self._push_cv.wait(1.0)
+            try:
+                self._deliver(job)
+            except Exception:  # noqa: BLE001 - never let the sender thread die
+                pass
+            finally:
+                with self._push_cv:
+                    self._push_pending -= 1
+                    self._push_cv.notify_all()
+
+    def _deliver(self, job: dict) -> None:
+        """One attempt at POSTing a notification; schedules the retry if Google would."""
+        ch: _Channel = job["channel"]
+        with self._lock:
+            if self._channels.get(ch.id) is not ch or self._channel_state(ch) != "live":
+                return  # stopped, expired or reset meanwhile: Google sends nothing more
+            headers = {
+                "Content-Type": "application/json; charset=UTF-8",
+                "User-Agent": _PUSH_USER_AGENT,
+                "X-Goog-Channel-ID": ch.id,
+                "X-Goog-Channel-Expiration": email.utils.formatdate(ch.expiration_ms / 1000, usegmt=True),
+                "X-Goog-Message-Number": str(job["number"]),
+                "X-Goog-Resource-ID": ch.resource_id,
+                "X-Goog-Resource-State": job["state"],
+                "X-Goog-Resource-URI": ch.resource_uri,
+            }
+            if ch.token is not None:
+                headers["X-Goog-Channel-Token"] = ch.token
+            address = ch.address
+        status, error = self._post_notification(address, headers)
+        attempt = job["attempt"] + 1
+        retry = (status is None or status in _PUSH_RETRY) and job["attempt"] < len(self.push_retry_delays)
+        with self._lock:
+            self._notifications.append(self._push_record(ch, job["number"], job["state"], attempt=attempt,
+                                                         status=status, retry=retry, error=error))
+        if retry:
+            delay = self.push_retry_delays[job["attempt"]]
+            again = dict(job, attempt=attempt)
+            with self._push_cv:
+                self._push_pending += 1
+                heapq.heappush(self._push_heap, (time.monotonic() + delay, next(self._push_counter), again))
+                self._push_cv.notify_all()
+
+    def _post_notification(self, address: str, headers: dict) -> tuple[int | None, str | None]:
+        """POST with an empty body, no redirects followed; (status, None) or (None, error)."""
+        parts = urlsplit(address)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname, parts.port, timeout=self.push_timeout)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            conn.request("POST", path, body=b"", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status, None
+        except (OSError, http.client.HTTPException) as e:
+            return None, f"{type(e).__name__}: {e}"
+        finally:
+            conn.close()
+
     # ------------------------------------------------------------------ events: core
 
-    def _insert(self, cal: _Calendar, body: dict, conf_version: int) -> _Event:
+    def _insert(self, cal: _Calendar, body: dict, conf_version: int,
+                organizer: dict | None = None) -> _Event:
         eid = body.get("id")
         if eid is not None:
             if not (5 <= len(eid) <= 1024 and set(eid) <= _BASE32HEX):
@@ -1724,17 +2327,21 @@ class GoogleSandbox:
                 eid = _random_base32hex(26)
         data = {k: copy.deepcopy(v) for k, v in _drop_nulls(body).items() if k not in _READ_ONLY}
         data.setdefault("status", "confirmed")
+        owner = self._accounts[cal.owner]
+        data["organizer"] = ({"email": cal.id, "self": True} if cal.primary
+                             else {"email": cal.id, "displayName": cal.summary, "self": True})
+        if organizer:  # an invitation from someone else (user_insert only)
+            org = {k: v for k, v in organizer.items() if k in ("email", "displayName") and v}
+            if org.get("email") and org["email"].lower() not in (cal.id.lower(), cal.owner.lower()):
+                data["organizer"] = org
         start_ts, end_ts = self._check_event(cal, data)
         now = self._now()
-        owner = self._accounts[cal.owner]
         data.update({
             "id": eid, "iCalUID": f"{eid}@google.com", "sequence": 0,
             "created": _rfc3339_ms(now),
             "htmlLink": "https://www.google.com/calendar/event?eid="
                         + base64.urlsafe_b64encode(f"{eid} {cal.id}".encode()).decode().rstrip("="),
             "creator": {"email": owner.email, "self": True} if cal.primary else {"email": owner.email},
-            "organizer": ({"email": cal.id, "self": True} if cal.primary
-                          else {"email": cal.id, "displayName": cal.summary, "self": True}),
         })
         data.setdefault("reminders", {"useDefault": True})
         data.setdefault("eventType", "default")
@@ -1790,6 +2397,7 @@ class GoogleSandbox:
         ev.data["updated"] = _rfc3339_ms(now)
         ev.data["etag"] = f'"{int(now * 1000)}{self._seq % 1000:03d}000"'
         cal.updated_ts = now
+        self._notify_change(cal)
 
     def _check_event(self, cal: _Calendar, data: dict) -> tuple[float, float]:
         """Validate status, times, attendees, reminders; returns (start, end) epoch seconds."""
@@ -1817,9 +2425,11 @@ class GoogleSandbox:
                 if not att.get("email"):
                     raise _bad("Missing attendee email.", "required")
                 att.setdefault("responseStatus", "needsAction")
+                org = str((data.get("organizer") or {}).get("email", cal.id)).lower()
+                if att["email"].lower() == org:
+                    att["organizer"] = True
                 if att["email"].lower() == cal.owner.lower():
                     att["self"] = True
-                    att["organizer"] = True
         rem = data.get("reminders")
         if rem:
             overrides = rem.get("overrides") or []
@@ -1995,6 +2605,9 @@ class GoogleSandbox:
                     "token_ttl": self.token_ttl, "conference_pending_reads": self.conference_pending_reads,
                     "auto_approve": self._auto_email, "grant_only": self._grant_only, "down": self._down,
                     "fail_next": len(self._fail), "now": _rfc3339_ms(self._now()),
+                    "allow_http_webhooks": self.allow_http_webhooks, "channel_ttl": self.channel_ttl,
+                    "push_retry_delays": list(self.push_retry_delays), "push_timeout": self.push_timeout,
+                    "freebusy_max_days": self.freebusy_max_days, "drop_notifications": self._drop_next,
                     "accounts": [{"email": a.email, "name": a.name, "timeZone": a.time_zone,
                                   "calendars": self.calendars(a.email)} for a in self._accounts.values()],
                 })
@@ -2079,6 +2692,39 @@ class GoogleSandbox:
         def invalidate():
             self.invalidate_sync_tokens()
             return ok()
+
+        @route("/share_calendar", ["POST"])
+        def share_calendar():
+            b = body()
+            self.share_calendar(b["calendar_id"], b["email"], b.get("role", "freeBusyReader"))
+            return ok({"ok": True, "calendars": self.calendars(b["email"])})
+
+        @route("/unshare_calendar", ["POST"])
+        def unshare_calendar():
+            b = body()
+            self.unshare_calendar(b["calendar_id"], b["email"])
+            return ok()
+
+        @route("/channels", ["GET"])
+        def channels():
+            return ok({"channels": self.channels()})
+
+        @route("/expire_channels", ["POST"])
+        def expire_channels():
+            self.expire_channels()
+            return ok()
+
+        @route("/drop_notifications", ["POST"])
+        def drop_notifications():
+            self.drop_notifications(int(body().get("n", 1)))
+            return ok()
+
+        @route("/notifications", ["GET", "DELETE"])
+        def notifications():
+            if request.method == "DELETE":
+                self.reset_notifications()
+                return ok()
+            return ok({"notifications": self.notifications})
 
         @route("/requests", ["GET", "DELETE"])
         def requests_log():

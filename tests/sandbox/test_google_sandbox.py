@@ -8,9 +8,13 @@ stack, offline" and "OAuth flow against a local server").
 
 from __future__ import annotations
 
+import email.utils
 import html.parser
+import http.server
 import subprocess
 import sys
+import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 import google.auth.exceptions
@@ -491,3 +495,403 @@ def test_admin_routes_over_http(sb):
     assert [e["summary"] for e in svc.events().list(calendarId="primary").execute()["items"]] == ["Dentist (private)"]
     log = requests.get(sb.base_url + "/__sandbox__/requests", timeout=5).json()["requests"]
     assert log[-1]["auth_email"] == MARC and log[-1]["query"]["alt"] == "json"
+
+
+# ----------------------------------------------------------------------------- push notifications
+
+class Receiver:
+    """A tiny webhook receiver on loopback: records every POST, answers scripted statuses."""
+
+    def __init__(self, statuses=()):
+        self.hits: list[dict] = []
+        self.statuses = list(statuses)
+        self._cv = threading.Condition()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with outer._cv:
+                    status = outer.statuses.pop(0) if outer.statuses else 200
+                    outer.hits.append({"path": self.path, "body": body, "status": status,
+                                       "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    outer._cv.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/google/push?source=test"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def wait(self, n: int, timeout: float = 5.0) -> list[dict]:
+        with self._cv:
+            assert self._cv.wait_for(lambda: len(self.hits) >= n, timeout), f"only {len(self.hits)} of {n}"
+            return list(self.hits)
+
+    def states(self) -> list[tuple[str, int]]:
+        with self._cv:
+            return [(h["headers"]["x-goog-resource-state"], int(h["headers"]["x-goog-message-number"]))
+                    for h in self.hits]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    rec = Receiver()
+    yield rec
+    rec.close()
+
+
+@pytest.fixture
+def fast():
+    """A sandbox whose notification retries take milliseconds."""
+    sandbox = GoogleSandbox(push_retry_delays=(0.01, 0.02, 0.04), channel_ttl=3600)
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+def watch(svc, receiver, channel_id="chan-0001", calendar="primary", **extra):
+    body = {"id": channel_id, "type": "web_hook", "address": receiver.url, **extra}
+    return svc.events().watch(calendarId=calendar, body=body).execute()
+
+
+def test_watch_sync_then_exists_with_google_headers_and_no_body(sb, receiver):
+    svc = service(sb, connect(sb))
+    before_ms = int(time.time() * 1000)
+    ch = watch(svc, receiver, token="site=riverside&doctor=3")
+    assert ch["kind"] == "api#channel" and ch["id"] == "chan-0001" and ch["token"] == "site=riverside&doctor=3"
+    assert isinstance(ch["expiration"], str)  # int64 travels as a string
+    assert abs(int(ch["expiration"]) - (before_ms + 604800 * 1000)) < 60_000  # default ttl: 7 days
+    assert ch["resourceUri"].startswith(sb.api_endpoint + "calendars/primary/events")
+
+    sync = receiver.wait(1)[0]
+    h = sync["headers"]
+    assert sync["body"] == b"" and h["content-length"] == "0" and sync["path"] == "/google/push?source=test"
+    assert h["x-goog-resource-state"] == "sync" and h["x-goog-message-number"] == "1"
+    assert h["x-goog-channel-id"] == "chan-0001" and h["x-goog-channel-token"] == "site=riverside&doctor=3"
+    assert h["x-goog-resource-id"] == ch["resourceId"] and h["x-goog-resource-uri"] == ch["resourceUri"]
+    expires = email.utils.parsedate_to_datetime(h["x-goog-channel-expiration"])  # RFC 1123, GMT
+    assert int(expires.timestamp()) == int(ch["expiration"]) // 1000
+
+    # Every kind of change to an event of the calendar pings the channel.
+    svc.events().insert(calendarId="primary", body=event_body(id=EVENT_ID)).execute()
+    svc.events().patch(calendarId="primary", eventId=EVENT_ID, body={"summary": "Moved"}).execute()
+    sb.user_insert(ANNA, event_body(summary="Dentist (private)"))
+    svc.events().delete(calendarId="primary", eventId=EVENT_ID).execute()
+    receiver.wait(5)
+    states = receiver.states()
+    assert [s for s, _ in states] == ["sync"] + ["exists"] * 4
+    numbers = [n for _, n in states]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 5  # increasing, not necessarily +1
+    assert all("x-goog-channel-token" in hit["headers"] and hit["body"] == b"" for hit in receiver.hits)
+    # Another calendar's changes do not reach this channel.
+    sb.user_insert(GoogleSandbox.calendar_id(ANNA, "Clinic appointments"), event_body())
+    assert sb.flush_notifications() and len(receiver.hits) == 5
+    log = sb.notifications
+    assert [(n["state"], n["status"], n["ok"]) for n in log] == [("sync", 200, True)] + [("exists", 200, True)] * 4
+    # The resource id is the calendar's, the same for a second channel on it.
+    again = watch(svc, receiver, channel_id="chan-0002")
+    assert again["resourceId"] == ch["resourceId"]
+
+
+def test_conference_completion_is_a_change(sb, receiver):
+    svc = service(sb, connect(sb))
+    svc.events().insert(calendarId="primary", conferenceDataVersion=1, body=event_body(
+        id=EVENT_ID, conferenceData={"createRequest": {
+            "requestId": "r1", "conferenceSolutionKey": {"type": "hangoutsMeet"}}})).execute()
+    watch(svc, receiver)
+    receiver.wait(1)
+    svc.events().get(calendarId="primary", eventId=EVENT_ID).execute()  # Google finishes the Meet
+    receiver.wait(2)
+    assert [s for s, _ in receiver.states()] == ["sync", "exists"]
+
+
+def test_stop_only_by_its_creator_then_silence(sb, receiver):
+    anna = service(sb, connect(sb, ANNA))
+    ch = watch(anna, receiver)
+    receiver.wait(1)
+    marc = service(sb, connect(sb, MARC))
+    with pytest.raises(HttpError) as exc:
+        marc.channels().stop(body={"id": ch["id"], "resourceId": ch["resourceId"]}).execute()
+    assert exc.value.status_code == 404 and error_reason(exc.value) == "notFound"
+    with pytest.raises(HttpError) as exc:
+        anna.channels().stop(body={"id": ch["id"], "resourceId": "wrong"}).execute()
+    assert exc.value.status_code == 404 and "not found for project" in exc.value.reason
+    assert anna.channels().stop(body={"id": ch["id"], "resourceId": ch["resourceId"]}).execute() == ""
+    stop_call = sb.requests[-1]
+    assert stop_call["path"] == "/calendar/v3/channels/stop" and stop_call["status"] == 204
+    anna.events().insert(calendarId="primary", body=event_body()).execute()
+    assert sb.flush_notifications()
+    assert len(receiver.hits) == 1 and sb.channels()[0]["state"] == "stopped"
+    with pytest.raises(HttpError) as exc:  # stopping twice
+        anna.channels().stop(body={"id": ch["id"], "resourceId": ch["resourceId"]}).execute()
+    assert exc.value.status_code == 404
+
+
+def test_channel_expiry_clamps_and_stops_notifying(fast, receiver):
+    svc = service(fast, connect(fast))
+    now_ms = int(time.time() * 1000)
+    asked = now_ms + 30 * 86400 * 1000  # cal.com asks for 30 days …
+    ch = watch(svc, receiver, expiration=str(asked))
+    assert abs(int(ch["expiration"]) - (now_ms + 3600 * 1000)) < 60_000  # … and gets the limit
+    short = watch(svc, receiver, channel_id="chan-short", expiration=now_ms + 600_000)  # int accepted too
+    assert abs(int(short["expiration"]) - (now_ms + 600_000)) < 1000
+    receiver.wait(2)
+    fast.advance(601)  # the short channel lapses, the long one lives
+    svc.events().insert(calendarId="primary", body=event_body()).execute()
+    assert fast.flush_notifications()
+    assert [h["headers"]["x-goog-channel-id"] for h in receiver.hits[2:]] == ["chan-0001"]
+    fast.expire_channels()
+    svc.events().insert(calendarId="primary", body=event_body()).execute()
+    assert fast.flush_notifications() and len(receiver.hits) == 3
+    assert {c["state"] for c in fast.channels()} == {"expired"}
+    # No automatic renewal: a new channel with a new id; the old id stays taken.
+    with pytest.raises(HttpError) as exc:
+        watch(svc, receiver)
+    assert error_reason(exc.value) == "channelIdNotUnique"
+    watch(svc, receiver, channel_id="chan-0002")
+    receiver.wait(4)
+    # Seconds sent where milliseconds are expected: an expiration in 1970.
+    with pytest.raises(HttpError) as exc:
+        watch(svc, receiver, channel_id="chan-0003", expiration=str(now_ms // 1000))
+    assert exc.value.status_code == 400 and "Invalid ttl value" in exc.value.reason
+
+
+def test_watch_validation(sb, receiver):
+    svc = service(sb, connect(sb))
+    watch(svc, receiver)
+    cases = [
+        ({"id": "chan-0001"}, "channelIdNotUnique"),
+        ({"id": "x" * 65}, "push.channelIdInvalid"),
+        ({"id": "has space"}, "push.channelIdInvalid"),
+        ({"id": "chan-t", "token": "t" * 257}, "invalid"),
+        ({"id": "chan-a", "address": "http://clinic.example.com/google/push"}, "push.webhookUrlNotHttps"),
+        ({"id": "chan-b", "type": "email"}, "push.channelTypeNotSupported"),
+    ]
+    for extra, reason in cases:
+        body = {"type": "web_hook", "address": receiver.url, **extra}
+        with pytest.raises(HttpError) as exc:
+            svc.events().watch(calendarId="primary", body=body).execute()
+        assert exc.value.status_code == 400 and error_reason(exc.value) == reason, extra
+    ok = watch(svc, receiver, channel_id="x" * 64, token="t" * 256)  # the limits themselves are fine
+    assert ok["token"] == "t" * 256
+    with pytest.raises(HttpError) as exc:  # a calendar Anna cannot see
+        watch(svc, receiver, channel_id="chan-c", calendar=MARC)
+    assert exc.value.status_code == 404
+    sb.allow_http_webhooks = False  # Google proper: HTTPS only, loopback or not
+    with pytest.raises(HttpError) as exc:
+        watch(svc, receiver, channel_id="chan-d")
+    assert error_reason(exc.value) == "push.webhookUrlNotHttps"
+    assert "WebHook callback must be HTTPS" in exc.value.reason
+
+
+def test_receiver_5xx_is_retried_other_codes_are_not(fast):
+    rec = Receiver(statuses=[503, 500, 200, 404])
+    try:
+        svc = service(fast, connect(fast))
+        watch(svc, rec)
+        assert fast.flush_notifications()
+        assert [h["headers"]["x-goog-message-number"] for h in rec.wait(3)] == ["1", "1", "1"]
+        svc.events().insert(calendarId="primary", body=event_body()).execute()
+        assert fast.flush_notifications()
+        assert len(rec.wait(4)) == 4  # the 404 is a failure, not retried
+        log = [(n["state"], n["attempt"], n["status"], n["retry"]) for n in fast.notifications]
+        assert log == [("sync", 1, 503, True), ("sync", 2, 500, True), ("sync", 3, 200, False),
+                       ("exists", 1, 404, False)]
+        # Unreachable receiver: retried like a 5xx, then given up.
+        rec.close()
+        svc.events().insert(calendarId="primary", body=event_body()).execute()
+        assert fast.flush_notifications()
+        tail = fast.notifications[4:]
+        assert [n["attempt"] for n in tail] == [1, 2, 3, 4] and all(n["status"] is None for n in tail)
+        assert tail[-1]["retry"] is False and tail[0]["error"]
+    finally:
+        rec.close()
+
+
+def test_dropped_notifications_leave_a_gap(fast, receiver):
+    svc = service(fast, connect(fast))
+    watch(svc, receiver)
+    receiver.wait(1)
+    fast.drop_notifications(1)
+    svc.events().insert(calendarId="primary", body=event_body()).execute()
+    svc.events().insert(calendarId="primary", body=event_body()).execute()
+    assert fast.flush_notifications()
+    assert [s for s, _ in receiver.states()] == ["sync", "exists"]
+    dropped = [n for n in fast.notifications if n["dropped"]]
+    assert len(dropped) == 1 and dropped[0]["status"] is None
+    assert receiver.states()[1][1] > dropped[0]["message_number"] > 1
+
+
+# ----------------------------------------------------------------------------- freeBusy
+
+def test_freebusy_merges_busy_time_only(sb):
+    svc = service(sb, connect(sb))
+    cal = "primary"
+
+    def add(start, end, **kw):
+        svc.events().insert(calendarId=cal, body=event_body(
+            start={"dateTime": start}, end={"dateTime": end}, **kw)).execute()
+
+    add("2026-03-02T09:00:00+01:00", "2026-03-02T10:00:00+01:00")
+    add("2026-03-02T09:30:00+01:00", "2026-03-02T11:00:00+01:00", status="tentative")  # overlaps: merged
+    add("2026-03-02T11:00:00+01:00", "2026-03-02T11:30:00+01:00")  # touches: merged
+    add("2026-03-02T12:00:00+01:00", "2026-03-02T13:00:00+01:00", transparency="transparent")
+    add("2026-03-02T13:00:00+01:00", "2026-03-02T14:00:00+01:00", eventType="workingLocation",
+        workingLocationProperties={"type": "officeLocation", "officeLocation": {"label": "Riverside"}},
+        visibility="public", transparency="transparent")
+    add("2026-03-02T14:00:00+01:00", "2026-03-02T15:00:00+01:00", eventType="outOfOffice",
+        outOfOfficeProperties={"autoDeclineMode": "declineNoneConflictingInvitations"})
+    add("2026-03-02T16:00:00+01:00", "2026-03-02T17:00:00+01:00", attendees=[
+        {"email": ANNA, "responseStatus": "declined"}, {"email": "patient@example.com"}])
+    gone = svc.events().insert(calendarId=cal, body=event_body(
+        start={"dateTime": "2026-03-02T17:00:00+01:00"}, end={"dateTime": "2026-03-02T18:00:00+01:00"})).execute()
+    svc.events().delete(calendarId=cal, eventId=gone["id"]).execute()
+    add("2026-03-02T23:00:00+01:00", "2026-03-03T01:00:00+01:00")  # clipped at timeMax
+    svc.events().insert(calendarId=cal, body=event_body(start={"date": "2026-03-04"},
+                                                        end={"date": "2026-03-05"})).execute()  # all-day, opaque
+
+    body = {"timeMin": "2026-03-02T00:00:00+01:00", "timeMax": "2026-03-03T00:00:00+01:00",
+            "items": [{"id": "primary"}, {"id": MARC}, {"id": "nobody@example.com"}]}
+    fb = svc.freebusy().query(body=body).execute()
+    assert fb["kind"] == "calendar#freeBusy"
+    assert fb["timeMin"] == "2026-03-01T23:00:00.000Z" and fb["timeMax"] == "2026-03-02T23:00:00.000Z"
+    assert fb["calendars"]["primary"] == {"busy": [
+        {"start": "2026-03-02T08:00:00Z", "end": "2026-03-02T10:30:00Z"},
+        {"start": "2026-03-02T13:00:00Z", "end": "2026-03-02T14:00:00Z"},
+        {"start": "2026-03-02T22:00:00Z", "end": "2026-03-02T23:00:00Z"}]}
+    for other in (MARC, "nobody@example.com"):  # not shared with Anna / unknown
+        assert fb["calendars"][other] == {"errors": [{"domain": "global", "reason": "notFound"}], "busy": []}
+
+    fb = svc.freebusy().query(body={**body, "timeMax": "2026-03-06T00:00:00+01:00", "timeZone": "Europe/Paris",
+                                    "items": [{"id": ANNA}]}).execute()
+    assert fb["calendars"][ANNA]["busy"][-1] == {"start": "2026-03-04T00:00:00+01:00",
+                                                 "end": "2026-03-05T00:00:00+01:00"}
+
+    # The sidecar can tell these apart on events.list too.
+    items = {e["start"]["dateTime"][11:16]: e
+             for e in svc.events().list(calendarId=cal, timeMin="2026-03-02T12:00:00+01:00",
+                                        timeMax="2026-03-02T17:00:00+01:00").execute()["items"]}
+    assert items["12:00"]["transparency"] == "transparent" and items["12:00"]["eventType"] == "default"
+    assert items["13:00"]["eventType"] == "workingLocation" and items["13:00"]["visibility"] == "public"
+    assert items["13:00"]["workingLocationProperties"]["officeLocation"]["label"] == "Riverside"
+    assert items["14:00"]["eventType"] == "outOfOffice" and "transparency" not in items["14:00"]  # absent = busy
+    assert [(a["email"], a["responseStatus"], a.get("self")) for a in items["16:00"]["attendees"]] == [
+        (ANNA, "declined", True), ("patient@example.com", "needsAction", None)]
+
+
+def test_freebusy_limits_and_errors(sb):
+    svc = service(sb, connect(sb))
+    base = {"timeMin": "2026-03-01T00:00:00Z", "timeMax": "2026-05-30T00:00:00Z", "items": [{"id": ANNA}]}
+    assert svc.freebusy().query(body=base).execute()["calendars"][ANNA] == {"busy": []}  # 90 days: fine
+
+    def refused(body):
+        with pytest.raises(HttpError) as exc:
+            svc.freebusy().query(body=body).execute()
+        assert exc.value.status_code == 400
+        return exc.value
+
+    err = refused({**base, "timeMax": "2026-05-30T00:00:01Z"})
+    assert error_reason(err) == "timeRangeTooLong" and err.reason == "The requested time range is too long."
+    assert error_reason(refused({**base, "items": [{"id": f"c{i}@example.com"} for i in range(51)]})) \
+        == "tooManyCalendarsRequested"
+    assert "calendarExpansionMax" in refused({**base, "calendarExpansionMax": 51}).reason
+    assert error_reason(refused({**base, "timeMax": base["timeMin"]})) == "timeRangeEmpty"
+    assert error_reason(refused({"timeMax": base["timeMax"], "items": base["items"]})) == "required"
+    assert "Unknown name" in refused({**base, "calendars": []}).reason
+    capped = svc.freebusy().query(body={**base, "calendarExpansionMax": 1,
+                                        "items": [{"id": ANNA}, {"id": "primary"}]}).execute()["calendars"]
+    assert capped == {ANNA: {"busy": []}, "primary": {
+        "errors": [{"domain": "global", "reason": "tooManyCalendarsRequested"}], "busy": []}}
+    # calendar.events (write-only scope) may not call freeBusy, as the discovery document says.
+    writer = service(sb, connect(sb, MARC, scopes=[SCOPE_EVENTS]))
+    with pytest.raises(HttpError) as exc:
+        writer.freebusy().query(body=base).execute()
+    assert exc.value.status_code == 403 and error_reason(exc.value) == "insufficientPermissions"
+
+
+def test_free_busy_reader_sees_times_only(sb):
+    marc_cal = GoogleSandbox.calendar_id(MARC, "Clinic appointments")
+    sb.user_insert(MARC, event_body(id="appt00000001", summary="Root canal (Mr X)"))
+    sb.user_insert(MARC, event_body(id="free00000001", summary="Maybe gym", transparency="transparent",
+                                    start={"dateTime": "2026-03-02T12:00:00+01:00"},
+                                    end={"dateTime": "2026-03-02T13:00:00+01:00"}))
+    sb.share_calendar(MARC, ANNA, "freeBusyReader")
+    assert {c["id"]: c["accessRole"] for c in sb.calendars(ANNA)}[MARC] == "freeBusyReader"
+    svc = service(sb, connect(sb, ANNA))
+
+    entries = {c["id"]: c for c in svc.calendarList().list().execute()["items"]}
+    assert entries[MARC]["accessRole"] == "freeBusyReader" and not entries[MARC].get("primary")
+    assert entries[ANNA]["primary"] is True and marc_cal not in entries
+    readable = [c["id"] for c in svc.calendarList().list(minAccessRole="reader").execute()["items"]]
+    assert ANNA in readable and MARC not in readable
+
+    fb = svc.freebusy().query(body={"timeMin": "2026-03-02T00:00:00Z", "timeMax": "2026-03-03T00:00:00Z",
+                                    "items": [{"id": MARC}, {"id": marc_cal}]}).execute()["calendars"]
+    assert fb[MARC]["busy"] == [{"start": "2026-03-02T08:00:00Z", "end": "2026-03-02T08:30:00Z"}]
+    assert fb[marc_cal]["errors"][0]["reason"] == "notFound"
+
+    listed = svc.events().list(calendarId=MARC).execute()
+    assert listed["accessRole"] == "freeBusyReader"
+    assert [sorted(e) for e in listed["items"]] == [["end", "etag", "id", "kind", "start", "status", "updated"]]
+    assert listed["items"][0]["id"] == "appt00000001"  # no summary; the free event is not shown
+    with pytest.raises(HttpError) as exc:
+        svc.events().get(calendarId=MARC, eventId="free00000001").execute()
+    assert exc.value.status_code == 404
+    with pytest.raises(HttpError) as exc:
+        svc.events().insert(calendarId=MARC, body=event_body()).execute()
+    assert exc.value.status_code == 403 and error_reason(exc.value) == "requiredAccessLevel"
+    sb.unshare_calendar(MARC, ANNA)
+    with pytest.raises(HttpError) as exc:
+        svc.events().list(calendarId=MARC).execute()
+    assert exc.value.status_code == 404
+
+
+def test_declined_invitation_and_visibility_are_kept(sb):
+    svc = service(sb, connect(sb))
+    sb.user_insert(ANNA, event_body(
+        id="invite000001", summary="Board meeting", visibility="private",
+        organizer={"email": "director@riverside-clinic.test"},
+        attendees=[{"email": "director@riverside-clinic.test", "responseStatus": "accepted"},
+                   {"email": ANNA, "responseStatus": "declined"}]))
+    ev = svc.events().get(calendarId="primary", eventId="invite000001").execute()
+    assert ev["organizer"] == {"email": "director@riverside-clinic.test"} and ev["visibility"] == "private"
+    me = [a for a in ev["attendees"] if a.get("self")]
+    assert me == [{"email": ANNA, "responseStatus": "declined", "self": True}]
+    fb = svc.freebusy().query(body={"timeMin": "2026-03-02T00:00:00Z", "timeMax": "2026-03-03T00:00:00Z",
+                                    "items": [{"id": ANNA}]}).execute()
+    assert fb["calendars"][ANNA]["busy"] == []
+
+
+def test_push_and_sharing_admin_routes(fast, receiver):
+    admin = fast.base_url + "/__sandbox__/"
+    shared = requests.post(admin + "share_calendar", json={"calendar_id": SOFIA, "email": MARC}, timeout=5).json()
+    assert {c["id"]: c["accessRole"] for c in shared["calendars"]}[SOFIA] == "freeBusyReader"
+    svc = service(fast, connect(fast, MARC))
+    assert requests.post(admin + "drop_notifications", json={"n": 1}, timeout=5).json() == {"ok": True}
+    watch(svc, receiver, calendar=SOFIA)
+    assert fast.flush_notifications() and receiver.hits == []  # the sync message was dropped
+    requests.post(admin + "user_events/" + SOFIA, json=event_body(), timeout=5)
+    receiver.wait(1)
+    chans = requests.get(admin + "channels", timeout=5).json()["channels"]
+    assert [(c["id"], c["calendarId"], c["state"]) for c in chans] == [("chan-0001", SOFIA, "live")]
+    notes = requests.get(admin + "notifications", timeout=5).json()["notifications"]
+    assert [(n["state"], n["dropped"]) for n in notes] == [("sync", True), ("exists", False)]
+    assert requests.post(admin + "expire_channels", timeout=5).ok
+    requests.post(admin + "user_events/" + SOFIA, json=event_body(), timeout=5)
+    assert fast.flush_notifications() and len(receiver.hits) == 1
+    assert requests.delete(admin + "notifications", timeout=5).ok and fast.notifications == []
+    state = requests.get(admin + "state", timeout=5).json()
+    assert state["channel_ttl"] == 3600 and state["freebusy_max_days"] == 90
+    assert requests.post(admin + "unshare_calendar", json={"calendar_id": SOFIA, "email": MARC}, timeout=5).ok
+    assert SOFIA not in [c["id"] for c in fast.calendars(MARC)]

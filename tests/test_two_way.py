@@ -310,3 +310,18 @@ def test_a_doctor_removed_from_kivicare_stops_syncing_and_keeps_the_events(make_
     from sidecar.storage.models import Connection
     assert Connection.get_by_id(connection.id).state == "removed"
     assert len(our_events(google, connection.calendar_id)) == before
+
+
+def test_a_calendar_shared_free_busy_only_blocks_time_without_titles(make_runtime, kivicare, google, with_plugin):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=True)
+    marc = "marc.dubois@riverside-clinic.test"
+    google.share_calendar(marc, "anna.schmidt@riverside-clinic.test", role="freeBusyReader")
+    connection.busy_calendars = [connection.calendar_id, marc]
+    connection.save()
+    meeting = google.user_insert(marc, {"summary": "Board meeting", "start": {"dateTime": at(7, 9, 0).isoformat()},
+                                        "end": {"dateTime": at(7, 11, 0).isoformat()}})
+    runtime.bridge.sync_once()
+    blocks = [b for b in BusyBlock.select() if b.calendar_id == marc]
+    assert len(blocks) == 1 and blocks[0].start_utc == at(7, 9, 0) and blocks[0].end_utc == at(7, 11, 0)
+    assert blocks[0].name == "Busy" and meeting["summary"] not in blocks[0].name
+    assert any(b["start"] == at(7, 9, 0) for b in with_plugin.busy_blocks(ANNA))

@@ -25,7 +25,8 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sidecar.calendars.base import CalendarError, CalendarEvent, CalendarNotFound, CalendarSyncTokenExpired
+from sidecar.calendars.base import (CalendarAuthError, CalendarError, CalendarEvent, CalendarNotFound,
+                                    CalendarRequestError, CalendarSyncTokenExpired)
 from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, BusyBlock, Conflict, Connection, MeetMapping,
                                     SyncCursor, utcnow)
@@ -100,6 +101,13 @@ class Inbound:
             try:
                 events, token = google.list_changes(calendar_id, cursor.sync_token, time_min=start, time_max=end,
                                                     zone=zone)
+            except (CalendarAuthError, CalendarNotFound, CalendarRequestError):
+                if calendar_id == connection.calendar_id:
+                    raise
+                # A calendar the doctor may only see as free/busy: its events can't be listed.
+                report.calendars += 1
+                report.busy_changed |= self._free_busy_blocks(connection, google, calendar_id, start, end)
+                continue
             except CalendarSyncTokenExpired:
                 # Google forgot our place: list the window again. Absence from it deletes nothing.
                 log.info("sync token expired for a calendar of doctor %s; full sync of the window",
@@ -471,6 +479,22 @@ class Inbound:
                 (BusyBlock.insert(connection=connection.id, calendar_id=calendar_id, event_id=event.id, **values)
                  .on_conflict(conflict_target=[BusyBlock.connection, BusyBlock.calendar_id, BusyBlock.event_id],
                               update={getattr(BusyBlock, k): v for k, v in values.items()}).execute())
+        return self._digest(connection) != before
+
+    def _free_busy_blocks(self, connection: Connection, google, calendar_id: str, start: datetime,
+                          end: datetime) -> bool:
+        """Busy blocks of a free/busy-only calendar from ``freebusy.query`` (no titles, no sync token)."""
+        spans = google.free_busy([calendar_id], start, end).get(calendar_id)
+        if spans is None:
+            return False  # not visible at all: keep what we had rather than unblock on a guess
+        before = self._digest(connection)
+        with transaction():
+            BusyBlock.delete().where((BusyBlock.connection == connection.id)
+                                     & (BusyBlock.calendar_id == calendar_id)).execute()
+            for begin, finish in spans:
+                BusyBlock.insert(connection=connection.id, calendar_id=calendar_id, event_id=f"fb:{begin.isoformat()}",
+                                 doctor_id=connection.doctor_id, start_utc=begin, end_utc=finish,
+                                 name="Busy").on_conflict_ignore().execute()
         return self._digest(connection) != before
 
     @staticmethod

@@ -16,7 +16,7 @@ import json
 import logging
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
@@ -334,6 +334,32 @@ class GoogleCalendar:
             token = page.get("nextPageToken")
             if not token:
                 return out
+
+    def free_busy(self, calendar_ids: list[str], start: datetime, end: datetime) -> dict[str, list[tuple]]:
+        """``freebusy.query`` in chunks of ≤50 calendars and ≤90 days (Google's limits, NOTES.md C).
+
+        Returns ``{calendar_id: [(start UTC, end UTC), …]}``; a calendar Google reports an error for
+        is left out (it is not visible to this account)."""
+        out: dict[str, list[tuple]] = {}
+        for first in range(0, len(calendar_ids), 50):
+            group = calendar_ids[first:first + 50]
+            cursor = start
+            while cursor < end:
+                stop = min(end, cursor + timedelta(days=90))
+                body = {"timeMin": cursor.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+                        "timeMax": stop.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+                        "items": [{"id": c} for c in group]}
+                answer = self._execute(self.service.freebusy().query(body=body), "freebusy.query")
+                for calendar_id, data in (answer.get("calendars") or {}).items():
+                    if data.get("errors"):
+                        continue
+                    spans = out.setdefault(calendar_id, [])
+                    for busy in data.get("busy") or []:
+                        begin, finish = _rfc3339_to_utc(busy.get("start")), _rfc3339_to_utc(busy.get("end"))
+                        if begin and finish and finish > begin:
+                            spans.append((begin, finish))
+                cursor = stop
+        return out
 
     def watch(self, calendar_id: str, channel_id: str, address: str, token: str,
               ttl_seconds: int = 7 * 86400) -> tuple[str, datetime | None]:

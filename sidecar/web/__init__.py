@@ -34,7 +34,8 @@ from .security import (SESSION_LIFETIME, LoginLimiter, admin_exists, current_adm
 
 # Reachable before the first admin exists (everything else redirects to /setup). The plugin's hooks
 # answer JSON (503 until a secret exists), never a redirect.
-_OPEN_BEFORE_SETUP = {"auth.setup", "health.healthz", "static", "hooks.kivicare", "hooks.ping"}
+_OPEN_BEFORE_SETUP = {"auth.setup", "health.healthz", "static", "hooks.kivicare", "hooks.ping",
+                      "google_hooks.notification"}
 
 CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'self'; "
        "frame-ancestors 'none'")
@@ -62,11 +63,12 @@ def create_app(runtime) -> Flask:
     app.extensions["sidecar_login_limiter"] = LoginLimiter()
     csrf = CSRFProtect(app)
 
-    from . import auth, connect, dashboard, health, hooks, settings, sso
+    from . import auth, connect, dashboard, google_hooks, health, hooks, settings, sso
     app.extensions["sidecar_hints"] = hooks.HintDispatcher(runtime)
-    for blueprint in (auth.bp, sso.bp, dashboard.bp, settings.bp, connect.bp, hooks.bp, health.bp):
+    for blueprint in (auth.bp, sso.bp, dashboard.bp, settings.bp, connect.bp, hooks.bp, google_hooks.bp, health.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(hooks.bp)  # signed with the shared secret instead; no browser session involved
+    csrf.exempt(google_hooks.bp)  # Google's channel token instead
 
     app.add_template_filter(common.relative, "relative")
     app.add_template_filter(common.absolute, "absolute")

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install serve
+.PHONY: demo test install serve bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,3 +22,6 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/hint_latency.py

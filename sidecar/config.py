@@ -75,6 +75,9 @@ SETTINGS: tuple[Setting, ...] = (
             help="Shared with the KiviCare Sidecar Bridge WordPress plugin; signs every request both ways."),
     Setting("companion", "enabled", True, bool, label="Use the companion plugin",
             help="When the plugin answers: instant updates, busy times block booking, Meet links in KiviCare."),
+    Setting("alerts", "recipients", [], list, label="Alert e-mails to",
+            help="Admins who get an e-mail (through the companion plugin) when a doctor must reconnect "
+                 "Google or a change could not be sent. The doctor is told too when it is their connection."),
     Setting("bridge", "poll_seconds", 30, int, label="Poll interval (seconds)",
             help="How often KiviCare is asked for changed appointments."),
     Setting("bridge", "horizon_days", 90, int, label="Horizon (days)",

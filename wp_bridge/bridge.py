@@ -29,7 +29,7 @@ from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
                                     RejectedRow, SyncCursor, utcnow)
 
-from . import event_text, jobs
+from . import alerts, event_text, jobs
 from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailable
 from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
 from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment
@@ -452,10 +452,8 @@ class Bridge:
             jobs.retry_later(job, delay, str(exc), counts=False)
             log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
         except CalendarAuthError as exc:
-            Connection.update(state="needs_reconnect", last_error=str(exc)[:300], updated_at=utcnow()).where(
-                Connection.id == connection.id).execute()
+            self._needs_reconnect(connection, exc)
             jobs.retry_later(job, timedelta(minutes=30), str(exc), counts=False)
-            log.warning("doctor %s must reconnect Google: %s", doctor_id, exc)
             log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
                      message="Google refused this doctor's access. Ask the doctor to reconnect; jobs are kept.")
         except (CalendarError, KiviCareError, CompanionError, BadAppointment, ValueError) as exc:
@@ -466,6 +464,16 @@ class Bridge:
         else:
             jobs.complete(job)
 
+    def _needs_reconnect(self, connection: Connection, exc: Exception) -> None:
+        """Google refused the grant: mark the connection (jobs are kept) and alert the doctor and admins once."""
+        changed = Connection.update(state="needs_reconnect", last_error=str(exc)[:300], updated_at=utcnow()).where(
+            (Connection.id == connection.id) & (Connection.state != "needs_reconnect")).execute()
+        if changed:
+            log.warning("doctor %s must reconnect Google: %s", connection.doctor_id, exc)
+            doctor = Doctor.get_or_none(Doctor.id == connection.doctor_id)
+            alerts.needs_reconnect(self.rt, connection.doctor_id, doctor.name if doctor else "",
+                                   doctor.email if doctor else "")
+
     def _count_failure(self, job: Job, connection: Connection | None, appointment_id: str, exc: Exception) -> None:
         doctor_id = connection.doctor_id if connection else None
         if connection is not None:
@@ -473,6 +481,7 @@ class Bridge:
                 Connection.id == connection.id).execute()
         if job.attempts + 1 >= MAX_ATTEMPTS:
             jobs.give_up(job, f"{type(exc).__name__}: {exc}")
+            alerts.job_given_up(self.rt, doctor_id, appointment_id, f"{type(exc).__name__}: {exc}")
             log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
                      message=f"Gave up after {MAX_ATTEMPTS} tries: {exc}")
         else:
@@ -723,8 +732,7 @@ class Bridge:
             try:
                 return self.inbound.pull(connection)
             except CalendarAuthError as exc:
-                Connection.update(state="needs_reconnect", last_error=str(exc)[:300], updated_at=utcnow()).where(
-                    Connection.id == connection.id).execute()
+                self._needs_reconnect(connection, exc)
                 log_sync("pull", "error", doctor_id=connection.doctor_id, error=exc, direction="google→kivicare",
                          message="Google refused this doctor's access. Ask the doctor to reconnect.")
             except (CalendarError, KiviCareError, CompanionError) as exc:

@@ -112,7 +112,7 @@ def test_title_edit_is_put_back_and_other_fields_are_left_alone(make_runtime, ki
     runtime.bridge.sync_once()
     event = event_of(google, connection, appointment_id)
     assert event["summary"] == "General Consultation"
-    assert event["colorId"] == "9"  # a full put-back writes every field we own, colour included
+    assert event["colorId"] == "3"  # the doctor's own colour is theirs
 
 
 @pytest.mark.parametrize("direction", ["kivicare_to_google"])
@@ -235,24 +235,45 @@ def test_mass_cancel_guard_holds_a_calendar_emptied_in_google(make_runtime, kivi
     assert set(ids) <= set(conflict.kivicare["appointments"])
 
 
-def test_dst_wall_clock_kept_both_ways(make_runtime, kivicare, google, with_plugin):
-    runtime, connection = setup(make_runtime, google, kivicare, plugin=True, **{"bridge.horizon_days": 400})
-    paris = ZoneInfo("Europe/Paris")
-    year = datetime.now(timezone.utc).year + 1
-    before = datetime(year, 10, 29, 10, 0, tzinfo=paris).astimezone(timezone.utc)  # a Friday before the switch
-    if (before - datetime.now(timezone.utc)).days > 395:
+def last_sunday(year: int, month: int) -> datetime:
+    day = datetime(year, month + 1, 1) - timedelta(days=1)
+    return day - timedelta(days=(day.weekday() + 1) % 7)
+
+
+def first_sunday(year: int, month: int) -> datetime:
+    day = datetime(year, month, 1)
+    return day + timedelta(days=(6 - day.weekday()) % 7)
+
+
+@pytest.mark.parametrize("doctor,zone,switch", [
+    (ANNA, "Europe/Paris", lambda y: last_sunday(y, 10)),  # summer time ends on the last Sunday of October
+    (8, "America/New_York", lambda y: first_sunday(y, 11)),  # and on the first Sunday of November in New York
+])
+def test_dst_wall_clock_kept_both_ways(make_runtime, kivicare, google, with_plugin, doctor, zone, switch):
+    runtime = make_runtime(**{"bridge.horizon_days": 400, "companion.secret": SECRET})
+    connection = connect(runtime, google, doctor)
+    runtime.bridge.startup()
+    local = ZoneInfo(zone)
+    now = datetime.now(timezone.utc)
+    year = now.year if switch(now.year) - timedelta(days=3) > now.replace(tzinfo=None) else now.year + 1
+    sunday = switch(year)
+    before = datetime.combine((sunday - timedelta(days=2)).date(), datetime.min.time().replace(hour=10), local)
+    if (before.astimezone(timezone.utc) - now).days > 395:
         pytest.skip("beyond the horizon")
-    appointment_id = book(runtime, kivicare, before)
+    appointment_id = kivicare.create_appointment(doctor_id=doctor, patient_id=5, start_utc=before.astimezone(timezone.utc),
+                                                 service_mapping_ids=[mapping_id(runtime, doctor, GENERAL)])
     runtime.bridge.sync_once()
     event = event_of(google, connection, appointment_id)
-    assert instant(event["start"]["dateTime"]).astimezone(paris).hour == 10
+    assert event["start"]["timeZone"] == zone
+    assert instant(event["start"]["dateTime"]).astimezone(local).hour == 10  # KiviCare → Google
     # The doctor moves it one week later in Google, at the same wall-clock time (after the switch).
-    after = datetime(year, 11, 5, 10, 0, tzinfo=paris)
-    move_in_google(google, connection, event, after)
+    after = before + timedelta(days=7)  # aware arithmetic in the zone: same wall-clock time
+    move_in_google(google, connection, event, after.astimezone(timezone.utc))
     runtime.bridge.sync_once()
-    moved = runtime.kivicare().get_appointment(appointment_id)
+    moved = runtime.kivicare().get_appointment(appointment_id)  # Google → KiviCare
     assert moved.start == after.astimezone(timezone.utc)
-    assert moved.start.astimezone(paris).hour == 10 and moved.start.hour == 9  # CET: UTC+1
+    assert moved.start.astimezone(local).hour == 10
+    assert moved.start - before.astimezone(timezone.utc) == timedelta(days=7, hours=1)  # an hour more in UTC
 
 
 def test_switching_the_destination_calendar_moves_upcoming_events(make_runtime, kivicare, google):

@@ -39,7 +39,9 @@ from .synclog import GOOGLE_TO_KIVICARE, KIVICARE_TO_GOOGLE, log_sync
 log = logging.getLogger(__name__)
 
 MASS_CANCEL_MINIMUM = 3
-RENEW_BEFORE = timedelta(days=1)  # open a new channel this long before the old one expires
+RENEW_BEFORE = timedelta(days=1)
+# What a put-back rewrites: the appointment's time, status and texts (not colour or reminders).
+REVERTED_FIELDS = frozenset({"summary", "description", "location", "start", "end", "status"})  # open a new channel this long before the old one expires
 
 
 @dataclass
@@ -239,17 +241,19 @@ class Inbound:
         return "kivicare"
 
     def _revert(self, mapping: MeetMapping, connection: Connection, action: str, report: PullReport) -> None:
-        """Put KiviCare's version back: forget what we pushed so the next push writes every field we own.
+        """Put KiviCare's version back: time, status and texts are written again on the next push.
 
-        Google's current etag is recorded first: the doctor's version has been seen and decided on, so the
-        push's If-Match must match it.
+        Only those fields are forgotten from what we last pushed, so the patch rewrites them and leaves the
+        doctor's own colour and reminders alone. Google's current etag is recorded first: the doctor's
+        version has been seen and decided on, so the push's If-Match must match it.
         """
         etag = mapping.etag
         try:
             etag = self.rt.google_for(connection).read_event(mapping.calendar_id, mapping.event_id).etag or etag
         except CalendarNotFound:
             pass
-        MeetMapping.update(pushed_hash="", pushed_body=None, etag=etag).where(MeetMapping.id == mapping.id).execute()
+        kept = {k: v for k, v in (mapping.pushed_body or {}).items() if k not in REVERTED_FIELDS} or None
+        MeetMapping.update(pushed_hash="", pushed_body=kept, etag=etag).where(MeetMapping.id == mapping.id).execute()
         self.bridge._enqueue_push(mapping.appointment_id, connection.id)
         log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=mapping.appointment_id, direction=KIVICARE_TO_GOOGLE)
         report.reverted += 1

@@ -65,6 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("google", "token_uri", "https://oauth2.googleapis.com/token", label="Token URI"),
     Setting("google", "revoke_uri", "https://oauth2.googleapis.com/revoke", label="Revocation URI"),
     Setting("google", "api_endpoint", "https://www.googleapis.com/calendar/v3/", label="Calendar API endpoint"),
+    Setting("google", "requests_per_second", 8, int, label="Google requests per second per account",
+            help="Stays under Google's 600 requests per minute per user; lower it when several sidecar "
+                 "processes share one Google project and accounts."),
     Setting("google", "push_over_http", False, bool, label="Push notifications over plain HTTP",
             help="Only for local testing: Google itself sends push notifications to HTTPS addresses only."),
     Setting("database", "url", "sqlite:///data/sidecar.db", label="Database URL",
@@ -98,9 +101,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sync", "conflict_rule", "kivicare", label="When both sides changed",
             help="kivicare (KiviCare wins), google (Google wins), recent (the most recent change wins), "
                  "manual (the admin chooses on the Conflicts page)."),
-    Setting("sync", "mass_cancel_share", 30, int, label="Mass-cancel guard (%)",
-            help="A pull from Google that would cancel more than this share of a doctor's upcoming "
-                 "appointments at once (and at least 3) stops and asks the admin."),
+    Setting("sync", "mass_cancel_share", 30, int, label="Mass-change guard (%)",
+            help="A sync that would cancel more than this share of a doctor's upcoming appointments (from "
+                 "Google) or delete more than this share of their upcoming events (from KiviCare) at once, "
+                 "and at least 3, stops and asks the admin."),
     Setting("sync", "telemedicine_services", [], list, label="Telemedicine services",
             help="KiviCare service ids whose appointments get a Google Meet link."),
     Setting("sync", "invite_patients", False, bool, label="Invite patients",

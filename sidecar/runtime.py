@@ -38,6 +38,8 @@ class Runtime:
         self.poll_requested = threading.Event()
         self.work_available = threading.Event()  # wakes the loop's workers when jobs were queued
         self._bridge = None
+        from .calendars.ratelimit import Buckets
+        self.google_buckets = Buckets(float(cfg.get("google.requests_per_second")))
 
     # ---- KiviCare ----------------------------------------------------------------------------------
 
@@ -107,7 +109,8 @@ class Runtime:
                               token_expiry=expiry.replace(tzinfo=timezone.utc) if expiry else None,
                               updated_at=utcnow()).where(Connection.id == connection_id).execute()
 
-        return GoogleCalendar(creds, self.cfg.get("google.api_endpoint"), on_tokens=store_tokens)
+        return GoogleCalendar(creds, self.cfg.get("google.api_endpoint"), on_tokens=store_tokens,
+                              bucket=self.google_buckets.get(connection.account_email or str(connection_id)))
 
     def save_credentials(self, connection: Connection, credentials) -> None:
         """Store a fresh grant (refresh + access token encrypted, scopes, expiry) on ``connection``."""

@@ -346,3 +346,36 @@ def test_a_calendar_shared_free_busy_only_blocks_time_without_titles(make_runtim
     assert len(blocks) == 1 and blocks[0].start_utc == at(7, 9, 0) and blocks[0].end_utc == at(7, 11, 0)
     assert blocks[0].name == "Busy" and meeting["summary"] not in blocks[0].name
     assert any(b["start"] == at(7, 9, 0) for b in with_plugin.busy_blocks(ANNA))
+
+
+def test_mass_delete_guard_keeps_events_when_kivicare_loses_many_appointments_at_once(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    ids = [book(runtime, kivicare, at(8, 8 + n, 10)) for n in range(4)]
+    runtime.bridge.sync_once()
+    upcoming = len([e for e in our_events(google, connection.calendar_id)
+                    if instant(e["start"]["dateTime"]) > datetime.now(timezone.utc)])
+    gone = [e["extendedProperties"]["private"]["kcAppointmentId"] for e in our_events(google, connection.calendar_id)
+            if instant(e["start"]["dateTime"]) > datetime.now(timezone.utc)]
+    for appointment_id in gone:
+        kivicare.delete_appointment(appointment_id)
+    runtime.bridge.sync_once()
+    assert len([e for e in our_events(google, connection.calendar_id)
+                if instant(e["start"]["dateTime"]) > datetime.now(timezone.utc)]) == upcoming  # nothing deleted
+    conflict = Conflict.get(Conflict.kind == "mass_delete")
+    assert set(ids) <= set(conflict.kivicare["appointments"])
+    runtime.bridge.sync_once()
+    assert Conflict.select().where(Conflict.kind == "mass_delete").count() == 1  # asked once, not every poll
+    runtime.bridge.inbound.resolve(conflict.id, "kivicare", by="admin")  # the admin confirms the deletions
+    runtime.bridge.sync_once()
+    assert all(our_events(google, connection.calendar_id, i) == [] for i in ids)
+
+
+def test_a_few_deletions_are_not_held(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    ids = [book(runtime, kivicare, at(8, 8 + n, 10)) for n in range(2)]
+    runtime.bridge.sync_once()
+    for appointment_id in ids:
+        kivicare.delete_appointment(appointment_id)
+    runtime.bridge.sync_once()
+    assert all(our_events(google, connection.calendar_id, i) == [] for i in ids)
+    assert not Conflict.select().exists()

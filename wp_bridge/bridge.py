@@ -195,6 +195,14 @@ class Bridge:
             return report
 
     def _poll(self) -> PollReport:
+        self._held_deletes: dict[int, list[tuple[str, int]]] = {}  # the mass-delete guard's holding pen
+        try:
+            return self._poll_window()
+        finally:
+            held, self._held_deletes = self._held_deletes, None
+            self._release_or_hold(held)
+
+    def _poll_window(self) -> PollReport:
         report = PollReport()
         client = self.rt.kivicare()
         start, end = self.window()
@@ -327,16 +335,50 @@ class Bridge:
         if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()):
             enqueued += self._enqueue_push(appointment.id, connection.id)
         elif decision.action == "delete" and mapping is not None:
-            enqueued += self._enqueue_push(appointment.id, connection.id)
+            enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
         return enqueued
 
     def _plan_deleted(self, row: AppointmentRow, connections: dict[int, Connection]) -> int:
         enqueued = 0
         for mapping in MeetMapping.select().where((MeetMapping.appointment_id == row.id)
                                                   & (MeetMapping.state == "active")):
-            if mapping.connection_id is not None:
-                enqueued += self._enqueue_push(row.id, mapping.connection_id)
+            connection = Connection.get_or_none(Connection.id == mapping.connection_id)
+            if connection is not None:
+                enqueued += self._enqueue_delete(row.id, row.start_utc, connection)
         return enqueued
+
+    def _enqueue_delete(self, appointment_id: str, start: datetime, connection: Connection) -> int:
+        """Deleting a future event waits for the end of the poll, where the mass-delete guard looks."""
+        held = getattr(self, "_held_deletes", None)
+        if held is not None and start > self.clock():
+            held.setdefault(connection.id, []).append((appointment_id, connection.doctor_id))
+            return 1
+        return self._enqueue_push(appointment_id, connection.id)
+
+    def _release_or_hold(self, held: dict[int, list[tuple[str, int]]] | None) -> None:
+        """Enqueue the poll's deletions, unless one doctor would lose an abnormal share of upcoming events
+        at once (a KiviCare list gone wrong, a bulk delete): then nothing is deleted and the admin decides."""
+        share = int(self.cfg.get("sync.mass_cancel_share"))
+        now = self.clock()
+        for connection_id, items in (held or {}).items():
+            doctor_id = items[0][1]
+            upcoming = (MeetMapping.select().join(AppointmentRow, on=(MeetMapping.appointment_id == AppointmentRow.id))
+                        .where((MeetMapping.connection == connection_id) & (MeetMapping.state == "active")
+                               & (AppointmentRow.start_utc > now)).count())
+            if len(items) >= 3 and len(items) * 100 > share * max(upcoming, 1):
+                if not Conflict.select().where((Conflict.kind == "mass_delete") & (Conflict.state == "open")
+                                               & (Conflict.connection == connection_id)).exists():
+                    Conflict.create(kind="mass_delete", doctor_id=doctor_id, connection=connection_id,
+                                    kivicare={"appointments": [a for a, _ in items], "upcoming": upcoming},
+                                    google={"events": upcoming},
+                                    message=f"KiviCare no longer shows {len(items)} of this doctor's {upcoming} "
+                                            f"upcoming appointments at once. Their events were kept in Google.")
+                    log.warning("mass-delete guard: doctor %s, %d deletions held for the admin", doctor_id, len(items))
+                    log_sync("mass-delete-guard", "skipped", doctor_id=doctor_id,
+                             message=f"{len(items)} deletions held for the admin")
+                continue
+            for appointment_id, _ in items:
+                self._enqueue_push(appointment_id, connection_id)
 
     def _enqueue_push(self, appointment_id: str, connection_id: int, run_after: datetime | None = None) -> int:
         jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",

@@ -354,11 +354,24 @@ class Inbound:
         connection = Connection.get_or_none(Connection.id == conflict.connection_id)
         if connection is None:
             raise ValueError("The doctor's calendar connection no longer exists.")
-        if conflict.kind == "mass_cancel":
+        if conflict.kind in ("mass_cancel", "mass_delete"):
             ids = list(conflict.kivicare.get("appointments") or [])
         else:
             ids = [conflict.appointment_id]
         report = PullReport()
+        if conflict.kind == "mass_delete":
+            # kivicare: KiviCare's state stands, the events go; google: the events stay as they are.
+            for appointment_id in ids:
+                if choice == "kivicare":
+                    self.bridge._enqueue_push(appointment_id, connection.id)
+                else:
+                    MeetMapping.update(state="dismissed").where(
+                        (MeetMapping.appointment_id == appointment_id)
+                        & (MeetMapping.calendar_id == connection.calendar_id)).execute()
+            Conflict.update(state="resolved", resolution=choice, resolved_at=utcnow(), resolved_by=by[:150]).where(
+                Conflict.id == conflict.id).execute()
+            self.rt.work_available.set()
+            return Conflict.get_by_id(conflict.id)
         if choice == "google":
             client = self.rt.kivicare()
             for appointment_id in ids:

@@ -28,6 +28,7 @@ from google.oauth2.credentials import Credentials
 from googleapiclient import discovery_cache
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from .base import (CalendarAuthError, CalendarChanged, CalendarEvent, CalendarInfo, CalendarNotFound, CalendarRateLimited,
                    CalendarRequestError, CalendarSyncTokenExpired, CalendarUnavailable, EventSpec, EventState)
@@ -151,6 +152,13 @@ def parse_event(item: dict, zone: str = "UTC") -> CalendarEvent:
         appointment_id=str(private.get(PRIVATE_KEY, "")), site=str(private.get("kcSite", "")))
 
 
+def _transient(error: BaseException) -> bool:
+    """Worth another try within the same job: outages and short rate limits, not quotaExceeded."""
+    if isinstance(error, CalendarRateLimited):
+        return not error.long_pause
+    return isinstance(error, CalendarUnavailable)
+
+
 def _reason(error: HttpError) -> str:
     try:
         details = json.loads(error.content.decode("utf-8"))["error"]
@@ -198,21 +206,35 @@ class GoogleCalendar:
     """
 
     def __init__(self, credentials: Credentials, api_endpoint: str, *,
-                 on_tokens: Callable[[str, datetime | None], None] | None = None, timeout: float = 30):
+                 on_tokens: Callable[[str, datetime | None], None] | None = None, timeout: float = 30,
+                 bucket=None, retries: int = 3):
         self.credentials = credentials
         self.on_tokens = on_tokens
+        self.bucket = bucket  # a ratelimit.TokenBucket shared by every client of the same account
+        self.retries = retries
         self._token_seen = credentials.token
         http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
         self.service = build_from_document(_discovery_doc(), http=http,
                                            client_options={"api_endpoint": api_endpoint})
 
     def _execute(self, request, what: str) -> dict:
-        try:
-            return request.execute(num_retries=0)
-        except Exception as exc:  # translated below; anything unknown is re-raised unchanged
-            raise translate(exc, what) from exc
-        finally:
-            self._after_call()
+        """Run one request: wait for the account's token bucket, retry brief outages and rate limits a few
+        times with exponential backoff and jitter (tenacity), then raise our named error. Long pauses
+        (quotaExceeded) and longer outages are left to the job queue, which retries without counting."""
+        def attempt() -> dict:
+            if self.bucket is not None:
+                self.bucket.acquire()
+            try:
+                return request.execute(num_retries=0)
+            except Exception as exc:  # translated below; anything unknown is re-raised unchanged
+                raise translate(exc, what) from exc
+            finally:
+                self._after_call()
+
+        retrying = Retrying(stop=stop_after_attempt(max(1, self.retries)),
+                            wait=wait_random_exponential(multiplier=0.5, max=8),
+                            retry=retry_if_exception(_transient), reraise=True)
+        return retrying(attempt)
 
     def _after_call(self) -> None:
         """Hand a token google-auth refreshed during the call to the owner, to be stored encrypted."""

@@ -31,9 +31,13 @@ def complete_authorization(runtime, doctor_id: int, credentials) -> Connection:
     return connection
 
 
-def calendars(runtime, connection: Connection) -> list[CalendarInfo]:
-    """The account's writable calendars, the preferred default first."""
-    found = runtime.google_for(connection).list_calendars()
+WRITABLE = ("owner", "writer")
+
+
+def calendars(runtime, connection: Connection, *, include_read_only: bool = False) -> list[CalendarInfo]:
+    """The account's writable calendars, the preferred default first; with ``include_read_only`` also
+    those it may only read or see as free/busy (they can block time, not receive appointments)."""
+    found = runtime.google_for(connection).list_calendars("freeBusyReader" if include_read_only else "writer")
     return sorted(found, key=lambda c: (c.name.lower() not in PREFERRED_CALENDAR_NAMES, not c.primary, c.name.lower()))
 
 

@@ -23,6 +23,7 @@ ANNA, MARC, SOFIA = 3, 4, 8
 EMAILS = {ANNA: "anna.schmidt@riverside-clinic.test", MARC: "marc.dubois@riverside-clinic.test",
           SOFIA: "sofia.rossi@riverside-clinic.test"}
 ONLINE_FOLLOW_UP = 3  # kc_services id the admin marks as telemedicine in the sandbox seed
+MEET = {"sync.telemedicine_services": [ONLINE_FOLLOW_UP]}
 
 
 @pytest.fixture
@@ -56,9 +57,12 @@ def sandbox_settings(kivicare, google, tmp_path, **extra) -> dict:
 
 @pytest.fixture
 def make_runtime(kivicare, google, tmp_path):
-    """``make_runtime(**overrides) -> Runtime`` on the sandboxes (telemedicine: Online Follow-up)."""
+    """``make_runtime(**overrides) -> Runtime`` on the sandboxes.
+
+    No telemedicine service by default: a pending Meet conference makes ``sync_once`` wait for Google's
+    answer, so tests about Meet ask for it (``MEET``)."""
     def make(**extra):
-        extra.setdefault("sync.telemedicine_services", [ONLINE_FOLLOW_UP])
+        extra.setdefault("sync.telemedicine_services", [])
         return Runtime(Config(None, environ={}, overrides=sandbox_settings(kivicare, google, tmp_path, **extra)))
     return make
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from sidecar.calendars.ratelimit import TokenBucket
 from sidecar.storage.models import Job, MeetMapping, SyncLog
 
-from .conftest import ANNA, ONLINE_FOLLOW_UP, connect
+from .conftest import ANNA, MEET, ONLINE_FOLLOW_UP, connect
 from .test_sync_engine import GENERAL, at, mapping_id, our_events
 
 
@@ -66,7 +66,8 @@ def test_a_poison_job_gives_up_after_bounded_tries_and_is_shown(runtime, kivicar
     assert len(our_events(google, connection.calendar_id, other)) == 1
 
 
-def test_meet_failure_keeps_the_appointment_and_asks_again(runtime, kivicare, google):
+def test_meet_failure_keeps_the_appointment_and_asks_again(make_runtime, kivicare, google):
+    runtime = make_runtime(**MEET)
     connection = connect(runtime, google, ANNA)
     runtime.bridge.startup()
     google.conference_outcome("failure")

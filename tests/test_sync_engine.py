@@ -15,7 +15,7 @@ from sidecar.storage.models import Connection, Job, MeetMapping, RejectedRow, Sy
 from wp_bridge.bridge import RefuseToRun
 from wp_bridge.kivicare import KiviCareUnavailable
 
-from .conftest import ANNA, EMAILS, MARC, ONLINE_FOLLOW_UP, SOFIA, connect
+from .conftest import ANNA, EMAILS, MARC, MEET, ONLINE_FOLLOW_UP, SOFIA, connect
 
 GENERAL = 1  # kc_services id of "General Consultation"
 
@@ -112,7 +112,10 @@ def test_doctor_timezone_differs_from_site_and_dst_boundary(make_runtime, kivica
         assert instant(event["start"]["dateTime"]).astimezone(ZoneInfo("America/New_York")).hour == 10
 
 
-def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(runtime, kivicare, google, anna):
+def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(make_runtime, kivicare, google):
+    runtime = make_runtime(**MEET)
+    anna = connect(runtime, google, ANNA)
+    runtime.bridge.startup()
     appointment_id = kivicare.create_appointment(
         doctor_id=ANNA, patient_id=6, start_utc=at(3, 9, 10),
         service_mapping_ids=[mapping_id(runtime, ANNA, ONLINE_FOLLOW_UP)])
@@ -130,7 +133,7 @@ def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(runtime, kivi
 
 
 def test_telemedicine_dropped_removes_the_conference(make_runtime, kivicare, google):
-    runtime = make_runtime()
+    runtime = make_runtime(**MEET)
     connection = connect(runtime, google, ANNA)
     runtime.bridge.startup()
     appointment_id = kivicare.create_appointment(
@@ -328,7 +331,7 @@ def test_doctor_own_colour_and_reminders_survive_our_updates(runtime, kivicare, 
 
 def test_patient_invitation_detailed_text_and_reminder_overrides(make_runtime, kivicare, google):
     runtime = make_runtime(**{"sync.invite_patients": True, "sync.event_template": "detailed",
-                              "sync.reminder_minutes": [30, 10]})
+                              "sync.reminder_minutes": [30, 10], **MEET})
     connection = connect(runtime, google, ANNA)
     runtime.bridge.startup()
     appointment_id = kivicare.create_appointment(doctor_id=ANNA, patient_id=5, start_utc=at(8, 12, 10),

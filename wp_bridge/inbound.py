@@ -358,6 +358,10 @@ class Inbound:
             ids = list(conflict.kivicare.get("appointments") or [])
         else:
             ids = [conflict.appointment_id]
+        if (choice == "google" and conflict.kind in ("move_without_plugin", "both_changed")
+                and not (conflict.google or {}).get("deleted") and self.rt.companion() is None):
+            raise ValueError("Keeping Google's time needs the companion plugin, which moves appointments safely "
+                             "in KiviCare. Install it, or keep KiviCare's version.")
         report = PullReport()
         if conflict.kind == "mass_delete":
             # kivicare: KiviCare's state stands, the events go; google: the events stay as they are.

@@ -103,33 +103,62 @@ def event_body(spec: EventSpec, site: str, *, create_conference: bool, request_i
 
 
 def _state(event: dict) -> EventState:
-    conference = event.get("conferenceData") or {}
-    status = ((conference.get("createRequest") or {}).get("status") or {}).get("statusCode", "")
+    # Fuzzing fix (tests/reliability/test_fuzz_google.py): every level is checked to be an object/list
+    # before use and the texts are strings, so an odd answer cannot raise AttributeError/TypeError here.
+    def obj(value) -> dict:
+        return value if isinstance(value, dict) else {}
+
+    conference = obj(event.get("conferenceData"))
+    status = obj(obj(conference.get("createRequest")).get("status")).get("statusCode", "")
+    status = status if isinstance(status, str) else ""
     link = event.get("hangoutLink") or ""
+    link = link if isinstance(link, str) else ""
     if not link:
-        for entry in conference.get("entryPoints") or []:
-            if entry.get("entryPointType") == "video":
-                link = entry.get("uri", "")
+        entries = conference.get("entryPoints")
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("entryPointType") == "video":
+                uri = entry.get("uri", "")
+                link = uri if isinstance(uri, str) else ""
     if link and not status:
         status = "success"
-    return EventState(event_id=event.get("id", ""), etag=event.get("etag", ""),
-                      updated=_rfc3339_to_utc(event.get("updated")), status=event.get("status", ""),
-                      hangout_link=link, conference_status=status)
+    return EventState(event_id=str(event.get("id", "")), etag=str(event.get("etag", "")),
+                      updated=_when({"dateTime": event.get("updated")}, "UTC")[0],
+                      status=str(event.get("status", "")), hangout_link=link, conference_status=status)
 
 
 def _when(value: dict | None, zone: str) -> tuple[datetime | None, bool]:
     """An event's start or end as aware UTC; all-day ``date`` values are local midnights in ``zone``."""
-    if not value:
+    # Fuzzing fixes (tests/reliability/test_fuzz_google.py): a start/end that is not an object, a
+    # dateTime or date that is not a string, an unknown or malformed timeZone (falls back to ``zone``, then
+    # UTC) and instants that overflow near years 1 and 9999 give None instead of raising.
+    if not value or not isinstance(value, dict):
         return None, False
     if value.get("dateTime"):
-        return _rfc3339_to_utc(value["dateTime"]), False
-    if value.get("date"):
+        text = value["dateTime"]
         try:
-            day = datetime.fromisoformat(value["date"])
+            return (_rfc3339_to_utc(text) if isinstance(text, str) else None), False
+        except OverflowError:
+            return None, False
+    if value.get("date"):
+        text = value["date"]
+        try:
+            day = datetime.fromisoformat(text) if isinstance(text, str) else None
         except ValueError:
+            day = None
+        if day is None:
             return None, True
-        local = ZoneInfo(value.get("timeZone") or zone or "UTC")
-        return day.replace(tzinfo=local).astimezone(timezone.utc), True
+        local = None
+        for name in (value.get("timeZone"), zone, "UTC"):
+            try:
+                local = ZoneInfo(name) if name and isinstance(name, str) else None
+            except (ValueError, KeyError, OSError):  # not found: KeyError; "../x": ValueError; "Europe": OSError
+                local = None
+            if local is not None:
+                break
+        try:
+            return day.replace(tzinfo=local).astimezone(timezone.utc), True
+        except OverflowError:
+            return None, True
     return None, False
 
 
@@ -138,12 +167,17 @@ def parse_event(item: dict, zone: str = "UTC") -> CalendarEvent:
     for a missing field (``zone``: the calendar's timezone, for all-day dates)."""
     start, all_day = _when(item.get("start"), zone)
     end, _ = _when(item.get("end"), zone)
-    private = ((item.get("extendedProperties") or {}).get("private") or {})
-    declined = any(a.get("self") and a.get("responseStatus") == "declined" for a in item.get("attendees") or []
-                   if isinstance(a, dict))
+    # Fuzzing fix (tests/reliability/test_fuzz_google.py): extendedProperties, private and attendees of
+    # the wrong type count as absent, and ``updated`` goes through _when's guarded parsing.
+    properties = item.get("extendedProperties")
+    private = properties.get("private") if isinstance(properties, dict) else None
+    private = private if isinstance(private, dict) else {}
+    attendees = item.get("attendees")
+    declined = any(a.get("self") and a.get("responseStatus") == "declined"
+                   for a in (attendees if isinstance(attendees, list) else []) if isinstance(a, dict))
     return CalendarEvent(
         id=str(item.get("id", "")), status=str(item.get("status") or "confirmed"), etag=str(item.get("etag", "")),
-        updated=_rfc3339_to_utc(item.get("updated")), start=start, end=end, all_day=all_day,
+        updated=_when({"dateTime": item.get("updated")}, zone)[0], start=start, end=end, all_day=all_day,
         busy=item.get("transparency", "opaque") != "transparent", declined=declined,
         event_type=str(item.get("eventType") or "default"),
         private=item.get("visibility") in ("private", "confidential"),
@@ -245,11 +279,12 @@ class GoogleCalendar:
 
     # ---- account ---------------------------------------------------------------------------------
 
-    def list_calendars(self) -> list[CalendarInfo]:
-        """``calendarList.list(minAccessRole=writer)``, all pages: calendars we may write events to."""
+    def list_calendars(self, min_access_role: str = "writer") -> list[CalendarInfo]:
+        """``calendarList.list(minAccessRole=…)``, all pages. "writer" (default): calendars we may write
+        events to; "freeBusyReader": every calendar, including those seen only as free/busy."""
         out, token = [], None
         while True:
-            page = self._execute(self.service.calendarList().list(minAccessRole="writer", pageToken=token),
+            page = self._execute(self.service.calendarList().list(minAccessRole=min_access_role, pageToken=token),
                                  "calendarList.list")
             for item in page.get("items", []):
                 out.append(CalendarInfo(id=item["id"], name=item.get("summaryOverride") or item.get("summary", ""),

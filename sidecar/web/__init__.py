@@ -7,12 +7,15 @@
 - ``dashboard``: the home page (doctors, sync state, health, recent activity) and ``/api/status``;
 - ``settings``: Google, KiviCare, sync, telemedicine and companion plugin settings;
 - ``connect``: doctors' Google connections (admin on their behalf, a doctor's Connect link, or a
-  doctor signed in from WordPress on ``/me``), the OAuth callback, the calendar choice, disconnect;
+  doctor signed in from WordPress on ``/me``), the OAuth callback, the calendar choice, the calendars
+  that block booking time, reset sync, disconnect;
+- ``conflicts``: changes the sidecar will not decide alone, side by side, resolved by an admin;
 - ``hooks``: signed calls from the companion plugin (``/hooks/kivicare`` hints, ``/hooks/ping``);
 - ``health``: ``/healthz`` for load balancers and monitors.
 
 Roles (``security.Principal``): admins (local accounts, WordPress administrators and clinic admins)
-see everything; doctors only their own calendar page; receptionists the dashboard, read-only.
+see everything; doctors only their own calendar page and their own conflicts (read-only); receptionists
+the dashboard and the conflicts, read-only.
 
 Security: CSRF tokens on every POST (Flask-WTF) except the plugin's signed hooks, HttpOnly +
 SameSite=Lax session cookies that are Secure when the public URL is https, sessions that end after
@@ -63,9 +66,10 @@ def create_app(runtime) -> Flask:
     app.extensions["sidecar_login_limiter"] = LoginLimiter()
     csrf = CSRFProtect(app)
 
-    from . import auth, connect, dashboard, google_hooks, health, hooks, settings, sso
+    from . import auth, conflicts, connect, dashboard, google_hooks, health, hooks, settings, sso
     app.extensions["sidecar_hints"] = hooks.HintDispatcher(runtime)
-    for blueprint in (auth.bp, sso.bp, dashboard.bp, settings.bp, connect.bp, hooks.bp, google_hooks.bp, health.bp):
+    for blueprint in (auth.bp, sso.bp, dashboard.bp, settings.bp, connect.bp, conflicts.bp, hooks.bp,
+                      google_hooks.bp, health.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(hooks.bp)  # signed with the shared secret instead; no browser session involved
     csrf.exempt(google_hooks.bp)  # Google's channel token instead
@@ -77,7 +81,9 @@ def create_app(runtime) -> Flask:
     @app.context_processor
     def page_globals():
         return {"current_admin": current_admin(), "current_user": current_user(),
-                "app_name": runtime.cfg.get("google.app_name")}
+                "app_name": runtime.cfg.get("google.app_name"),
+                # Called by the navigation only when someone is signed in (one count query).
+                "open_conflict_count": conflicts.open_count}
 
     setup_done = {"yes": False}  # once an admin exists it stays; saves a query per request
 

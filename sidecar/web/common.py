@@ -71,3 +71,36 @@ def absolute(value) -> str:
 def iso(value) -> str:
     moment = as_datetime(value)
     return moment.astimezone(timezone.utc).isoformat() if moment else ""
+
+
+def doctor_zone(doctor_id: int | None) -> tuple[ZoneInfo, str]:
+    """A doctor's timezone (``Doctor.timezone``, cached from KiviCare), else the clinic's, else UTC."""
+    from ..storage.models import Doctor
+
+    doctor = Doctor.get_or_none(Doctor.id == doctor_id) if doctor_id is not None else None
+    if doctor is not None and doctor.timezone:
+        try:
+            return ZoneInfo(doctor.timezone), doctor.timezone
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return site_zone()
+
+
+def local_date(moment: datetime, zone: ZoneInfo) -> str:
+    """``Tue 4 Mar 2025`` in ``zone`` (no locale: the same on every server)."""
+    local = moment.astimezone(zone)
+    return f"{local:%a} {local.day} {local:%b %Y}"
+
+
+def local_span(start, end, zone: ZoneInfo) -> dict:
+    """Date and time of an appointment in ``zone``: ``{"date": "Tue 4 Mar 2025", "time": "14:05–14:35"}``
+    (the end's date is added when it falls on another day); empty strings for no start."""
+    start, end = as_datetime(start), as_datetime(end)
+    if start is None:
+        return {"date": "", "time": ""}
+    first = start.astimezone(zone)
+    time = f"{first:%H:%M}"
+    if end is not None:
+        last = end.astimezone(zone)
+        time += f"–{last:%H:%M}" if last.date() == first.date() else f" – {local_date(end, zone)} {last:%H:%M}"
+    return {"date": local_date(start, zone), "time": time}

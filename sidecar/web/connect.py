@@ -9,6 +9,11 @@ Three ways in, one flow:
   sync, counts and recent activity, with Connect / Reconnect / Disconnect and the calendar choice
   for their own calendar only. Admins see the same page for any doctor at ``/doctors/<id>``.
 
+Both the calendar choice and the doctor's page also choose the calendars whose busy time blocks
+booking in KiviCare (``Connection.busy_calendars``; None means "the destination calendar", which is
+the default and follows a change of destination). Admins can reset a doctor's sync on
+``/doctors/<id>`` (rebuild the mapping from the events in Google, keeping or removing them).
+
 Google's ``state`` is bound to the browser's session as well as stored server-side (with the
 PKCE verifier, ``sidecar.calendars.google_oauth``), so a callback started in another browser is
 refused. After the callback the session carries "may choose the calendar for doctor N", which
@@ -19,15 +24,16 @@ links, forms and redirects (no JavaScript).
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import parse_qs, urlparse
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 
 from .. import connections
 from ..calendars.base import CalendarAuthError, CalendarError
 from ..calendars.google_oauth import OAuthError, authorization_url, finish_authorization
 from ..storage import transaction
-from ..storage.models import Connection, Doctor, OneTimeToken, utcnow
+from ..storage.models import BusyBlock, Conflict, Connection, Doctor, OneTimeToken, utcnow
 from .common import runtime
 from .security import (CONNECT_TTL, admin_required, consume_token, current_admin, current_user, forbidden,
                        new_token, release_token, roles_required, valid_token)
@@ -131,6 +137,37 @@ def preferred_calendar(calendars, current_id: str | None) -> str:
     if current_id and current_id in ids:
         return current_id
     return ids[0] if ids else ""
+
+
+def busy_choices(calendars, conn: Connection, destination: str | None = None) -> list[dict]:
+    """The "Calendars that block booking time" checkboxes: the account's calendars, then any saved id
+    Google no longer lists (kept checked, so saving does not drop it silently)."""
+    destination = destination if destination is not None else conn.calendar_id
+    saved = conn.busy_calendars
+    chosen = set(saved) if saved is not None else ({destination} if destination else set())
+    rows = [{"id": c.id, "name": c.name or c.id, "primary": c.primary, "access_role": c.access_role,
+             "checked": c.id in chosen, "destination": c.id == destination, "missing": False} for c in calendars]
+    listed = {c.id for c in calendars}
+    for calendar_id in saved or []:
+        if isinstance(calendar_id, str) and calendar_id not in listed:
+            rows.append({"id": calendar_id, "name": calendar_id, "primary": False, "access_role": "",
+                         "checked": True, "destination": calendar_id == destination, "missing": True})
+    return rows
+
+
+def save_busy_calendars(conn: Connection, submitted: list[str], allowed: set[str],
+                        follow_destination: bool = False) -> None:
+    """Store the calendars whose busy time blocks booking. Raises ValueError for an id not offered.
+
+    Exactly the destination calendar is stored as None (the default), so it follows a later change
+    of destination; ``follow_destination`` stores None too (the form's default was left as it was).
+    """
+    ids = [c for c in dict.fromkeys(submitted) if c]
+    if any(c not in allowed for c in ids) or len(ids) > 50:
+        raise ValueError("Choose calendars from the list.")
+    value = None if follow_destination or ids == [conn.calendar_id] else ids
+    Connection.update(busy_calendars=value, updated_at=utcnow()).where(Connection.id == conn.id).execute()
+    conn.busy_calendars = value
 
 
 def create_connect_link(rt, doctor_id: int) -> str:
@@ -288,27 +325,47 @@ def calendar(doctor_id: int):
         return _oauth_failed("This doctor's Google account is not connected. Connect it first.", None, 409)
     name = doctor_name(doctor_id)
     try:
-        calendars = connections.calendars(runtime(), conn)
+        every_calendar = connections.calendars(runtime(), conn, include_read_only=True)
     except CalendarAuthError:
         return _oauth_failed("Google no longer accepts this connection. Connect again.", None, 409)
     except CalendarError as exc:
         log.warning("listing calendars of connection %s failed: %s", conn.id, type(exc).__name__)
         return render_template("connect/error.html", again=request.path,
                                message="Google did not answer in time. Wait a moment and try again."), 503
+    # Appointments go to a writable calendar; any calendar, free/busy-only included, may block time.
+    calendars = [c for c in every_calendar if c.access_role in connections.WRITABLE]
     error = ""
+    busy_allowed = {c.id for c in every_calendar} | set(conn.busy_calendars or [])
     if request.method == "POST":
-        try:
-            connections.choose_calendar(runtime(), conn, request.form.get("calendar_id", ""))
-        except ValueError:
-            error = "Choose one of the calendars."
-        except CalendarError as exc:
-            log.warning("choosing the calendar of connection %s failed: %s", conn.id, type(exc).__name__)
-            error = "Google did not answer in time. Try again in a moment."
+        busy = request.form.getlist("busy_calendar")
+        # An unchanged default ("the calendar chosen above") keeps following the destination.
+        follow = (conn.busy_calendars is None and busy == [request.form.get("busy_default", "")]
+                  and bool(busy[0]))
+        if request.form.get("busy_form") and any(c not in busy_allowed for c in busy):
+            error = "Choose the calendars that block booking time from the list."
         else:
-            return redirect(url_for("connect.done", doctor_id=doctor_id), code=303)
+            try:
+                connections.choose_calendar(runtime(), conn, request.form.get("calendar_id", ""))
+            except ValueError:
+                error = "Choose one of the calendars."
+            except CalendarError as exc:
+                log.warning("choosing the calendar of connection %s failed: %s", conn.id, type(exc).__name__)
+                error = "Google did not answer in time. Try again in a moment."
+            else:
+                if request.form.get("busy_form"):  # forms without the fieldset leave the choice alone
+                    save_busy_calendars(conn, busy, busy_allowed, follow_destination=follow)
+                runtime().request_poll()
+                return redirect(url_for("connect.done", doctor_id=doctor_id), code=303)
     selected = request.form.get("calendar_id") or preferred_calendar(calendars, conn.calendar_id)
+    busy_rows = busy_choices(every_calendar, conn, destination=selected)
+    if request.method == "POST" and request.form.get("busy_form"):
+        ticked = set(request.form.getlist("busy_calendar"))
+        for row in busy_rows:
+            row["checked"] = row["id"] in ticked
     return render_template("connect/calendar.html", doctor_id=doctor_id, doctor_name=name, calendars=calendars,
-                           selected=selected, account_email=conn.account_email, error=error), (400 if error else 200)
+                           selected=selected, account_email=conn.account_email, error=error,
+                           busy=busy_rows, busy_default=selected if conn.busy_calendars is None else ""), \
+        (400 if error else 200)
 
 
 @bp.route("/connect/<int:doctor_id>/done")
@@ -323,13 +380,73 @@ def done(doctor_id: int):
 
 # ---- a doctor's own page ------------------------------------------------------------------------
 
+CALENDARS_TTL = 60.0  # seconds
+
+
+def _calendars_cached(conn: Connection):
+    """``connections.calendars`` for the doctor page, remembered for a minute per grant (failures too), so
+    reloading the page does not ask Google every time or wait out its retries again."""
+    cache = current_app.extensions.setdefault("sidecar_calendars_cache", {})
+    key = (conn.id, conn.refresh_token)
+    hit = cache.get(conn.id)
+    if hit and hit[0] == key and time.monotonic() - hit[1] < CALENDARS_TTL:
+        if isinstance(hit[2], Exception):
+            raise hit[2]
+        return hit[2]
+    try:
+        result = connections.calendars(runtime(), conn, include_read_only=True)
+    except Exception as exc:
+        cache[conn.id] = (key, time.monotonic(), exc)
+        raise
+    cache[conn.id] = (key, time.monotonic(), result)
+    return result
+
+
+def _forget_calendars(conn: Connection) -> None:
+    current_app.extensions.get("sidecar_calendars_cache", {}).pop(conn.id, None)
+
+
+def busy_view(conn: Connection | None) -> dict:
+    """The doctor page's "Calendars that block booking time": checkboxes from Google's calendar list
+    (``available``), or why they cannot be shown (``error``) with the calendars blocking now (``saved``)."""
+    view = {"available": False, "rows": [], "error": "", "saved": []}
+    if conn is None or conn.state != "active" or not conn.refresh_token or not conn.calendar_id:
+        return view
+    saved = conn.busy_calendars if conn.busy_calendars is not None else [conn.calendar_id]
+    view["saved"] = [(conn.calendar_name or c) if c == conn.calendar_id else c for c in saved]
+    try:
+        calendars = _calendars_cached(conn)
+    except CalendarAuthError:
+        view["error"] = "Google no longer accepts this connection. Reconnect to choose the calendars."
+        return view
+    except Exception as exc:  # the page must not fail because Google is slow or down
+        log.warning("listing calendars of connection %s failed: %s", conn.id, type(exc).__name__)
+        view["error"] = "The calendars could not be loaded from Google just now. Reload the page in a moment."
+        return view
+    view.update(available=True, rows=busy_choices(calendars, conn))
+    return view
+
+
 def doctor_view(doctor_id: int) -> dict:
-    """What a doctor's page shows: name, connection state, account, calendar, last sync, counts, activity."""
-    from .dashboard import STATE_LABELS, pending_jobs, recent_activity
+    """What a doctor's page shows: name, connection state, account, calendar, last sync, counts, activity,
+    the calendars that block booking time, missing permissions, open conflicts and the 24-hour counts."""
+    from .dashboard import (DIRECTIONS, SCOPE_WARNING, STATE_CLASSES, STATE_LABELS, activity_counts,
+                            empty_activity, missing_scopes, pending_jobs, recent_activity)
 
     conn = _connection(doctor_id)
     state = conn.state if conn else None
     return {
+        "state_class": STATE_CLASSES.get(state, "none"),
+        "missing_scopes": missing_scopes(conn),
+        "scope_warning": SCOPE_WARNING,
+        "busy": busy_view(conn),
+        "busy_blocks": BusyBlock.select().where(BusyBlock.doctor_id == doctor_id).count(),
+        "open_conflicts": Conflict.select().where((Conflict.doctor_id == doctor_id)
+                                                  & (Conflict.state == "open")).count(),
+        "activity_24h": activity_counts(doctor_id).get(doctor_id) or empty_activity(),
+        "directions": DIRECTIONS,
+        "can_reset": bool(conn and conn.refresh_token and conn.calendar_id
+                          and state in ("active", "removed")),
         "doctor_id": doctor_id,
         "doctor_name": doctor_name(doctor_id),
         "conn": conn,
@@ -373,6 +490,86 @@ def doctor_page(doctor_id: int):
     if Doctor.get_or_none(Doctor.id == doctor_id) is None:
         abort(404)
     return render_template("connect/doctor.html", own=False, **doctor_view(doctor_id))
+
+
+@bp.route("/connect/<int:doctor_id>/busy", methods=["POST"])
+def busy(doctor_id: int):
+    """Save the calendars whose busy time blocks booking (an admin, or the doctor for their own)."""
+    if not _may_choose_calendar(doctor_id):
+        if current_user() is None:
+            return redirect(url_for("auth.login", next=request.path))
+        return forbidden("You can choose only your own calendars.")
+    page = url_for("connect.me") if _is_own_doctor(doctor_id) else url_for("connect.doctor_page", doctor_id=doctor_id)
+    back = redirect(page + "#busy", code=303)
+    conn = _connection(doctor_id)
+    if conn is None or conn.state != "active" or not conn.refresh_token:
+        flash("This Google Calendar is not connected, so there is nothing to choose.", "error")
+        return back
+    _forget_calendars(conn)  # saving asks Google afresh (and the page after it shows that answer)
+    try:
+        calendars = _calendars_cached(conn)
+    except CalendarAuthError:
+        flash("Google no longer accepts this connection. Reconnect, then choose the calendars again.", "error")
+        return back
+    except CalendarError as exc:
+        log.warning("listing calendars of connection %s failed: %s", conn.id, type(exc).__name__)
+        flash("Google did not answer in time, so nothing was changed. Try again in a moment.", "error")
+        return back
+    allowed = {c.id for c in calendars} | set(conn.busy_calendars or [])
+    try:
+        save_busy_calendars(conn, request.form.getlist("busy_calendar"), allowed)
+    except ValueError as exc:
+        flash(str(exc), "error")
+        return back
+    runtime().request_poll()
+    chosen = conn.busy_calendars if conn.busy_calendars is not None else [conn.calendar_id]
+    names = {c.id: c.name or c.id for c in calendars}
+    if chosen:
+        flash("Saved. Busy time in " + ", ".join(names.get(c, c) for c in chosen)
+              + " blocks booking in KiviCare from the next sync.", "ok")
+    else:
+        flash("Saved. No calendar blocks booking time in KiviCare now.", "ok")
+    return back
+
+
+@bp.route("/doctors/<int:doctor_id>/reset-sync", methods=["POST"])
+@admin_required
+def reset_sync(doctor_id: int):
+    """Rebuild the doctor's mapping from the events in Google (keeping them, or removing them so they
+    are created again), after an explicit confirmation."""
+    back = redirect(url_for("connect.doctor_page", doctor_id=doctor_id) + "#reset", code=303)
+    conn = _connection(doctor_id)
+    if conn is None:
+        abort(404)
+    if not (conn.refresh_token and conn.calendar_id and conn.state in ("active", "removed")):
+        flash("Reset needs a connected Google Calendar. Connect or reconnect it first.", "error")
+        return back
+    mode = request.form.get("events", "")
+    if mode not in ("keep", "remove"):
+        flash("Choose whether to keep the events in Google or remove them.", "error")
+        return back
+    if request.form.get("confirm") != "yes":
+        flash("Nothing was reset: tick the box to confirm.", "error")
+        return back
+    try:
+        found = runtime().bridge.reset_sync(conn, remove_events=mode == "remove")
+    except CalendarAuthError:
+        flash("Google no longer accepts this connection, so nothing was reset. Reconnect first.", "error")
+        return back
+    except CalendarError as exc:
+        log.warning("reset sync of connection %s failed: %s", conn.id, type(exc).__name__)
+        flash("Google did not answer in time, so the reset did not finish. Try again: a reset can be repeated.",
+              "error")
+        return back
+    runtime().request_poll()
+    events = f"{found} event{'' if found == 1 else 's'} found in Google."
+    if mode == "keep":
+        flash(f"Sync reset. {events} They are kept and linked again; the next sync brings them up to date.", "ok")
+    elif conn.state == "removed":
+        flash(f"Sync reset. {events} They were removed from Google.", "ok")
+    else:
+        flash(f"Sync reset. {events} They were removed from Google and are created again in the next sync.", "ok")
+    return back
 
 
 def _own_doctor_id() -> int | None:

@@ -8,8 +8,10 @@ Who is signed in is a ``Principal`` with one of three roles:
 
 - ``admin``: a local admin account (``/login``), or a WordPress administrator / KiviCare clinic admin
   signed in through the companion plugin (``/sso``): every page;
-- ``doctor`` (SSO only): their own calendar page (``/me``) and their own connection, nothing else;
-- ``receptionist`` (SSO only): the dashboard, read-only (every POST except sign-out is refused).
+- ``doctor`` (SSO only): their own calendar page (``/me``) and their own connection (calendar choice,
+  calendars that block booking time), and the conflicts about their own appointments, read-only;
+- ``receptionist`` (SSO only): the dashboard and the conflicts, read-only (every POST except sign-out is
+  refused).
 
 Views say what they need with ``admin_required`` or ``roles_required(...)``; ``refuse_writes_by_role``
 is a second line (a ``before_request`` hook) that lets non-admins POST only to the few endpoints
@@ -290,7 +292,8 @@ admin_required.__doc__ = "Decorator: the view needs a signed-in admin (local or 
 
 # POST endpoints a signed-in non-admin may reach at all (the views still check whose data it is).
 WRITABLE_BY_ROLE = {
-    "doctor": {"auth.logout", "auth.login", "connect.my_connect", "connect.my_disconnect", "connect.calendar"},
+    "doctor": {"auth.logout", "auth.login", "connect.my_connect", "connect.my_disconnect", "connect.calendar",
+               "connect.busy"},
     "receptionist": {"auth.logout", "auth.login"},
 }
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

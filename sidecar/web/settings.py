@@ -1,4 +1,5 @@
-"""The settings page (admins): Google, the KiviCare site, sync, telemedicine services, the companion plugin.
+"""The settings page (admins): Google, the KiviCare site, sync, two-way sync, the companion plugin, alerts,
+telemedicine services.
 
 Each section is its own form and is saved as a whole or not at all. Every field is checked here
 with a message an admin can act on, then stored with ``Config.set`` (the settings table, secrets
@@ -30,7 +31,7 @@ from ..calendars.google import REQUIRED_SCOPES
 from ..config import BY_NAME, ConfigError
 from ..crypto import SecretError, mask
 from ..storage import transaction
-from ..storage.models import utcnow
+from ..storage.models import Conflict, utcnow
 from .common import as_datetime, runtime
 from .security import admin_required, current_user
 
@@ -125,6 +126,23 @@ def v_template(max_len: int, required: bool) -> Callable[[str], str]:
     return check
 
 
+_EMAIL = re.compile(r"^[^@\s,;<>\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$")
+MAX_RECIPIENTS = 20
+
+
+def v_emails(raw: str) -> list[str]:
+    """Comma-separated e-mail addresses (spaces, semicolons and new lines also separate); duplicates dropped."""
+    parts = [p.strip() for p in re.split(r"[,;\s]+", raw.strip()) if p.strip()]
+    bad = [p for p in parts if len(p) > 254 or not _EMAIL.match(p)]
+    if bad:
+        raise Invalid("Not an e-mail address: " + ", ".join(bad[:3]) + ". Separate addresses with commas.")
+    unique = list(dict.fromkeys(p.lower() for p in parts))
+    if len(unique) > MAX_RECIPIENTS:
+        raise Invalid(f"Use at most {MAX_RECIPIENTS} addresses.")
+    return unique
+
+
 def v_choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def check(raw: str) -> str:
         if raw not in choices:
@@ -192,6 +210,52 @@ SECTIONS = (
                            "Hints and sign-ins from the plugin are accepted whenever the secret matches."),
             )),
 )
+# The meanings are those of the registry's help texts (sidecar/config.py), in plain words.
+DIRECTIONS = (
+    ("both", "Both ways",
+     "Appointments go to Google, and a doctor's moves and deletions of them in Google change KiviCare (by the "
+     "rule below). Other edits of the events (title, description) are put back to KiviCare's version."),
+    ("kivicare_to_google", "KiviCare → Google only",
+     "KiviCare is never changed from Google: edits of the clinic's events in Google, moves and deletions included, "
+     "are put back. Busy times in Google still block booking."),
+    ("google_to_kivicare", "Google → KiviCare only",
+     "Only moves, deletions and busy times flow from Google to KiviCare; changes made in KiviCare are not sent "
+     "to Google."),
+)
+CONFLICT_RULES = (
+    ("kivicare", "KiviCare wins",
+     "When an appointment changed in KiviCare and in Google between two syncs, KiviCare's version is kept and the "
+     "event in Google is put back."),
+    ("google", "Google wins", "Google's version is applied to KiviCare."),
+    ("recent", "The most recent change wins",
+     "Google's time of the edit is compared with the time the sidecar saw KiviCare's change."),
+    ("manual", "The admin chooses",
+     "Nothing changes on either side until an admin chooses a version on the Conflicts page."),
+)
+PUSH_OVER_HTTP = "google.push_over_http"
+
+_TWO_WAY = Section("two_way", "Two-way sync",
+            "What happens when a doctor changes a clinic appointment in Google Calendar.", (
+                Field("sync.direction", "radio", v_choice(tuple(c[0] for c in DIRECTIONS)), DIRECTIONS),
+                Field("sync.conflict_rule", "radio", v_choice(tuple(c[0] for c in CONFLICT_RULES)), CONFLICT_RULES),
+                Field("sync.mass_cancel_share", "number", v_int(1, 100),
+                      help="If one sync from Google would cancel more than this share (in %) of a doctor's upcoming "
+                           "appointments at once, and at least 3, nothing is cancelled and the admin is asked on the "
+                           "Conflicts page. This catches a calendar that was deleted or is no longer shared."),
+                Field(PUSH_OVER_HTTP, "checkbox",
+                      help="Google sends change notifications only to https addresses; "
+                           "this lets the sidecar ask for them at a plain http public URL (e.g. behind a test "
+                           "tunnel). The regular sync keeps running either way."),
+            ))
+_ALERTS = Section("alerts", "Alerts", "Who is told when something needs a person.", (
+    Field("alerts.recipients", "emails", v_emails,
+          help="E-mail addresses separated by commas. They get an e-mail (sent through the companion plugin) "
+               "when a doctor must reconnect Google or a change could not be sent. The doctor is told too "
+               "when it is their connection."),
+))
+# Page order: Google, KiviCare, Sync, Two-way sync, Companion plugin, Alerts.
+_BASE = {s.key: s for s in SECTIONS}
+SECTIONS = (_BASE["google"], _BASE["kivicare"], _BASE["sync"], _TWO_WAY, _BASE["companion"], _ALERTS)
 BY_SECTION = {s.key: s for s in SECTIONS}
 TELEMEDICINE = "sync.telemedicine_services"
 
@@ -209,11 +273,12 @@ def _source_text(name: str) -> str:
 
 
 def _display(f: Field, value: Any) -> str:
-    if f.widget == "minutes":
+    if f.widget in ("minutes", "emails"):
         return ", ".join(str(v) for v in value or [])
     if f.widget == "radio":
-        # Older values ("kivicare", "custom") mean the template format.
-        return value if value in {c[0] for c in f.choices} else "template"
+        # Older values of the event format ("kivicare", "custom") mean the template format.
+        return value if value in {c[0] for c in f.choices} else (f.setting.default if f.name != "sync.event_template"
+                                                                  else "template")
     if value is None:
         return ""
     return str(value)
@@ -545,6 +610,7 @@ def _render(submitted_section: str = "", submitted: dict | None = None, errors: 
         "telemedicine_error": (errors or {}).get(TELEMEDICINE, "") if submitted_section == "telemedicine" else "",
         "kivicare_test": kivicare_test,
         "companion": companion_view(companion_revealed, companion_generated),
+        "open_conflicts": Conflict.select().where(Conflict.state == "open").count(),
     }
     return render_template("settings/index.html", **context), status
 
@@ -558,7 +624,8 @@ def index():
 @bp.route("", methods=["POST"])
 @admin_required
 def save():
-    """Save one section (``section`` = google | kivicare | sync | telemedicine); all fields or none."""
+    """Save one section (``section`` = google | kivicare | sync | two_way | companion | alerts | telemedicine);
+    all fields or none."""
     key = request.form.get("section", "")
     if key == "telemedicine":
         return _save_telemedicine()

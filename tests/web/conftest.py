@@ -32,12 +32,34 @@ def text_of(html: str) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
 
+def _google_refusing(environ, start_response):
+    """Stands in for Google's token, revoke and API endpoints in page tests without the sandbox: every
+    refresh token is refused (``invalid_grant``), at once and without leaving the machine."""
+    start_response("400 Bad Request", [("Content-Type", "application/json")])
+    return [b'{"error": "invalid_grant", "error_description": "Token has been expired or revoked."}']
+
+
+@pytest.fixture(scope="session")
+def google_refusing():
+    server = make_server("127.0.0.1", 0, _google_refusing, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
-def make_rt(tmp_path):
-    """``make_rt(environ=None, ini=None, **overrides) -> Runtime`` on a temp database and key file."""
+def make_rt(tmp_path, google_refusing):
+    """``make_rt(environ=None, ini=None, **overrides) -> Runtime`` on a temp database and key file.
+
+    Google's token, revoke and API addresses point at a local stand-in that refuses every grant, so a
+    page that asks Google for a hand-made connection answers at once (no network, no retries)."""
     def make(environ=None, ini=None, **overrides):
         settings = {"database.url": f"sqlite:///{tmp_path}/t.db", "security.key_file": str(tmp_path / "k"),
-                    "web.public_url": "http://127.0.0.1:8300"}
+                    "web.public_url": "http://127.0.0.1:8300", "google.token_uri": google_refusing + "/token",
+                    "google.revoke_uri": google_refusing + "/revoke",
+                    "google.api_endpoint": google_refusing + "/calendar/v3/"}
         settings.update(overrides)
         return Runtime(Config(ini, environ=environ or {}, overrides=settings))
     return make

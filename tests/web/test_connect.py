@@ -234,7 +234,7 @@ def test_google_hiccup_after_consent_keeps_the_link_usable(site, google):
     doctor = requests.Session()
     start = doctor.get(link, timeout=20)
     go = urljoin(start.url, unescape(re.search(r'id="continue" href="([^"]+)"', start.text).group(1)))
-    google.fail_next(1, 503)  # the account lookup right after the consent fails
+    google.fail_next(3, 503)  # the account lookup right after the consent fails (all 3 tries of the client)
     failed = doctor.get(go, timeout=20)
     assert failed.status_code == 503
     assert "did not answer" in text_of(failed.text)

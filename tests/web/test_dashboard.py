@@ -92,3 +92,46 @@ def test_healthz_when_the_database_is_gone(app, monkeypatch, tmp_path):
     monkeypatch.setattr(database, "obj", peewee.SqliteDatabase(str(tmp_path / "missing" / "x.db")))
     answer = app.test_client().get("/healthz")
     assert answer.status_code == 503 and answer.json["status"] == "error"
+
+
+def test_two_way_counts_busy_blocks_removed_doctors_and_missing_scopes(admin_client, rt):
+    from sidecar.storage.models import BusyBlock, Conflict
+
+    anna = _seed()
+    now = utcnow()
+    SyncLog.delete().execute()
+    for direction, outcome, minutes_ago in (("kivicare→google", "ok", 5), ("kivicare→google", "ok", 50),
+                                            ("kivicare→google", "error", 70), ("google→kivicare", "ok", 10),
+                                            ("google→kivicare", "error", 20), ("google→kivicare", "error", 30),
+                                            ("google→kivicare", "skipped", 30), ("google→kivicare", "ok", 60 * 25),
+                                            ("kivicare→google", "error", 60 * 30)):
+        SyncLog.create(at=now - timedelta(minutes=minutes_ago), doctor_id=3, direction=direction, action="x",
+                       outcome=outcome)
+    for n in range(3):
+        BusyBlock.create(connection=anna, doctor_id=3, calendar_id="c1", event_id=f"busy{n}",
+                         start_utc=now + timedelta(hours=n), end_utc=now + timedelta(hours=n, minutes=30))
+    Connection.update(refresh_token=rt.box.encrypt("1//anna"), scopes="openid email").where(
+        Connection.id == anna.id).execute()
+    Connection.update(state="removed").where(Connection.doctor == 4).execute()
+    Conflict.create(kind="both_changed", doctor_id=3, appointment_id="501", connection=anna)
+
+    data = {d["id"]: d for d in admin_client.get("/api/status").json["doctors"]}
+    assert data[3]["activity_24h"] == {"kivicare_to_google": {"ok": 2, "error": 1},
+                                       "google_to_kivicare": {"ok": 1, "error": 2}}
+    assert data[3]["busy_blocks"] == 3 and data[3]["open_conflicts"] == 1
+    assert data[3]["missing_scopes"] == ["https://www.googleapis.com/auth/calendar"]
+    assert data[4]["state_label"] == "removed from KiviCare" and data[4]["missing_scopes"] == []
+    assert data[9]["activity_24h"]["google_to_kivicare"] == {"ok": 0, "error": 0}
+
+    text = text_of(admin_client.get("/").text)
+    assert "KiviCare → Google: 2 ok, 1 error Google → KiviCare: 1 ok, 2 errors" in text
+    assert "Google did not grant access to the calendars" in text and "Reconnect" in text
+    assert "removed from KiviCare" in text and "Keep or remove the events" in text
+    assert "1 open conflict" in text and "Conflicts: 1 open" in text
+    page = admin_client.get("/doctors/3")
+    assert 'id="scope-warning"' in page.text and "Busy blocks 3" in text_of(page.text)
+    # With the calendar scope granted, the warning goes.
+    Connection.update(scopes="https://www.googleapis.com/auth/calendar openid").where(
+        Connection.id == anna.id).execute()
+    assert admin_client.get("/api/status").json["doctors"][0]["missing_scopes"] == []
+    assert "Google did not grant access" not in text_of(admin_client.get("/").text)

@@ -233,3 +233,65 @@ def test_plain_http_public_url_is_flagged(make_rt):
     text = text_of(client.get("/settings").text)
     assert "http://sidecar.clinic.example/oauth/google/callback" in client.get("/settings").text
     assert "Google refuses redirect URIs that are not https" in text
+
+
+# ---- two-way sync and alerts --------------------------------------------------------------------
+
+TWO_WAY = {"sync.direction": "google_to_kivicare", "sync.conflict_rule": "manual", "sync.mass_cancel_share": "45"}
+
+
+def test_two_way_section_explains_each_choice_and_saves(admin_client, rt):
+    page = admin_client.get("/settings")
+    text = text_of(page.text)
+    assert "Two-way sync" in text and 'href="#two_way"' in page.text
+    for label in ("Both ways", "KiviCare → Google only", "Google → KiviCare only", "KiviCare wins", "Google wins",
+                  "The most recent change wins", "The admin chooses"):
+        assert label in text
+    assert "Only moves, deletions and busy times flow from Google to KiviCare" in text
+    assert "Nothing changes on either side until an admin chooses a version on the Conflicts page." in text
+    for control_id in ("f-sync-direction-both", "f-sync-conflict-rule-manual", "f-sync-mass-cancel-share",
+                       "f-google-push-over-http", "f-alerts-recipients"):
+        assert f'for="{control_id}"' in page.text  # every control has a label
+    assert 'id="f-sync-direction-both" name="sync.direction" value="both"\n               checked' in page.text
+    answer = post_section(admin_client, "two_way", **TWO_WAY)
+    assert answer.status_code == 302 and answer.headers["Location"] == "/settings#two_way"
+    assert rt.cfg.get("sync.direction") == "google_to_kivicare"
+    assert rt.cfg.get("sync.conflict_rule") == "manual" and rt.cfg.get("sync.mass_cancel_share") == 45
+    assert rt.cfg.get("google.push_over_http") is False  # an unticked box is "no"
+    assert rt.poll_requested.is_set()
+    assert "Two-way sync settings saved." in text_of(admin_client.get("/settings").text)
+
+
+def test_push_over_http_is_shown_with_a_local_testing_warning(admin_client, rt):
+    page = admin_client.get("/settings")
+    warning = re.search(r'<p class="warning" id="push-over-http-warning">(.*?)</p>', page.text, re.S)
+    assert warning and "For local testing only." in text_of(warning.group(1))
+    post_section(admin_client, "two_way", **TWO_WAY, **{"google.push_over_http": "on"})
+    assert rt.cfg.get("google.push_over_http") is True
+
+
+@pytest.mark.parametrize("fields, field_name, message", [
+    ({**TWO_WAY, "sync.mass_cancel_share": "0"}, "sync.mass_cancel_share", "whole number from 1 to 100"),
+    ({**TWO_WAY, "sync.mass_cancel_share": "150"}, "sync.mass_cancel_share", "whole number from 1 to 100"),
+    ({**TWO_WAY, "sync.direction": "sideways"}, "sync.direction", "Choose one of the options"),
+    ({**TWO_WAY, "sync.conflict_rule": ""}, "sync.conflict_rule", "Choose one of the options"),
+])
+def test_two_way_validation(admin_client, rt, fields, field_name, message):
+    answer = post_section(admin_client, "two_way", **fields)
+    assert answer.status_code == 400 and message in text_of(answer.text)
+    assert rt.cfg.get("sync.direction") == "both" and rt.cfg.get("sync.conflict_rule") == "kivicare"
+    assert rt.cfg.get("sync.mass_cancel_share") == 30
+
+
+def test_alert_recipients_are_validated_e_mails(admin_client, rt):
+    answer = post_section(admin_client, "alerts", **{"alerts.recipients": "Admin@Clinic.test, ops@clinic.test;"
+                                                                           " admin@clinic.test"})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/settings#alerts"
+    assert rt.cfg.get("alerts.recipients") == ["admin@clinic.test", "ops@clinic.test"]
+    assert 'value="admin@clinic.test, ops@clinic.test"' in admin_client.get("/settings").text
+    wrong = post_section(admin_client, "alerts", **{"alerts.recipients": "admin@clinic.test, not-an-address"})
+    assert wrong.status_code == 400
+    assert "Not an e-mail address: not-an-address. Separate addresses with commas." in text_of(wrong.text)
+    assert rt.cfg.get("alerts.recipients") == ["admin@clinic.test", "ops@clinic.test"]
+    post_section(admin_client, "alerts", **{"alerts.recipients": ""})
+    assert rt.cfg.get("alerts.recipients") == []

@@ -5,12 +5,20 @@ so a burst of changes to one appointment becomes one job that pushes the latest 
 leases a due job to one worker (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL/MySQL: ``FOR UPDATE SKIP
 LOCKED``); a lease that expires (a killed worker) makes the job due again, and at start a process
 releases the leases of dead workers on its own host at once.
+
+Several workers (threads, or processes sharing a PostgreSQL or MariaDB database) never run one job at
+the same time: ``claim`` takes a row lock (or SQLite's write lock) to lease it, ``enqueue`` locks the row
+it bumps, and ``complete``/``retry_later``/``give_up`` write only while the caller still holds the lease
+(a worker whose lease ran out and was taken over leaves the job to its new holder). A deadlock or
+serialization failure reported by the server is retried. Proven by tests/reliability/test_concurrency.py.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 from datetime import datetime, timedelta
 
 import peewee
@@ -29,11 +37,18 @@ def worker_id(thread_name: str = "") -> str:
 
 def enqueue(kind: str, key: str, payload: dict | None = None, *, run_after: datetime | None = None) -> None:
     """Record work. Re-enqueueing a key bumps its generation; a done or failed job becomes pending again."""
+    _retrying(lambda: _enqueue(kind, key, payload, run_after), duplicate_key=True)
+
+
+def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | None) -> None:
     now = utcnow()
     due = run_after or now
     with transaction():
-        job = Job.get_or_none(Job.dedupe_key == key)
+        # Locked, so a worker cannot complete the job between the read of its state and the bump below
+        # (that would leave the newer change marked done). SQLite's BEGIN IMMEDIATE already serialises.
+        job = _locking(Job.select().where(Job.dedupe_key == key)).first()
         if job is None:
+            # Two enqueues of a new key at once: one insert fails on the unique key and is retried as a bump.
             Job.create(kind=kind, dedupe_key=key, payload=payload or {}, run_after=due, created_at=now, updated_at=now)
             return
         fields = {Job.generation: Job.generation + 1, Job.payload: payload or job.payload, Job.updated_at: now}
@@ -45,8 +60,15 @@ def enqueue(kind: str, key: str, payload: dict | None = None, *, run_after: date
         Job.update(fields).where(Job.id == job.id).execute()
 
 
-def claim(worker: str, kinds: tuple[str, ...] | None = None) -> Job | None:
-    """Lease the oldest due job to ``worker`` (or None). Pending jobs, and running ones whose lease ran out."""
+def claim(worker: str, kinds: tuple[str, ...] | None = None, *, lease: timedelta | None = None) -> Job | None:
+    """Lease the oldest due job to ``worker`` (or None). Pending jobs, and running ones whose lease ran out.
+
+    ``lease``: how long the job stays ``worker``'s before another worker may take it over (``LEASE``).
+    """
+    return _retrying(lambda: _claim(worker, kinds, LEASE if lease is None else lease))
+
+
+def _claim(worker: str, kinds: tuple[str, ...] | None, lease: timedelta) -> Job | None:
     now = utcnow()
     due = (((Job.state == "pending") & (Job.run_after <= now))
            | ((Job.state == "running") & (Job.locked_until < now)))
@@ -54,28 +76,33 @@ def claim(worker: str, kinds: tuple[str, ...] | None = None) -> Job | None:
     if kinds:
         query = query.where(Job.kind.in_(kinds))
     query = query.order_by(Job.run_after, Job.id).limit(1)
-    db = database.obj
-    if not isinstance(db, peewee.SqliteDatabase):
-        query = query.for_update("FOR UPDATE SKIP LOCKED")
+    if not _is_sqlite():
+        query = query.for_update("FOR UPDATE SKIP LOCKED")  # rows another worker is leasing are skipped
     with transaction():
         job = query.first()
         if job is None:
             return None
-        Job.update(state="running", locked_by=worker, locked_until=now + LEASE, updated_at=now).where(
+        Job.update(state="running", locked_by=worker, locked_until=now + lease, updated_at=now).where(
             Job.id == job.id).execute()
-    job.state, job.locked_by = "running", worker
+    job.state, job.locked_by, job.locked_until = "running", worker, now + lease
     return job
 
 
 def complete(job: Job) -> None:
-    """Done, unless the job was re-enqueued while it ran: then it stays due to push the newer state."""
-    now = utcnow()
-    with transaction():
-        done = (Job.update(state="done", locked_by="", locked_until=None, last_error="", updated_at=now)
-                .where((Job.id == job.id) & (Job.generation == job.generation)).execute())
-        if not done:
-            Job.update(state="pending", locked_by="", locked_until=None, run_after=now, updated_at=now).where(
-                Job.id == job.id).execute()
+    """Done, unless the job was re-enqueued while it ran: then it stays due to push the newer state.
+
+    Nothing is written when ``job``'s lease was taken over by another worker (it ran out): the new holder
+    runs the job and completes it.
+    """
+    def write():
+        now = utcnow()
+        with transaction():
+            done = (Job.update(state="done", locked_by="", locked_until=None, last_error="", updated_at=now)
+                    .where(_held(job) & (Job.generation == job.generation)).execute())
+            if not done:
+                Job.update(state="pending", locked_by="", locked_until=None, run_after=now, updated_at=now).where(
+                    _held(job)).execute()
+    _retrying(write)
 
 
 def retry_later(job: Job, delay: timedelta, error: str, *, counts: bool) -> int:
@@ -85,15 +112,16 @@ def retry_later(job: Job, delay: timedelta, error: str, *, counts: bool) -> int:
     """
     now = utcnow()
     attempts = job.attempts + (1 if counts else 0)
-    Job.update(state="pending", locked_by="", locked_until=None, run_after=now + delay, attempts=attempts,
-               retries=Job.retries + 1, last_error=error[:500], updated_at=now).where(Job.id == job.id).execute()
+    _retrying(lambda: Job.update(state="pending", locked_by="", locked_until=None, run_after=now + delay,
+                                 attempts=attempts, retries=Job.retries + 1, last_error=error[:500],
+                                 updated_at=now).where(_held(job)).execute())
     return attempts
 
 
 def give_up(job: Job, error: str) -> None:
     """A poison job: stop trying, keep it visible (state failed) for the admin."""
-    Job.update(state="failed", locked_by="", locked_until=None, attempts=Job.attempts + 1, last_error=error[:500],
-               updated_at=utcnow()).where(Job.id == job.id).execute()
+    _retrying(lambda: Job.update(state="failed", locked_by="", locked_until=None, attempts=Job.attempts + 1,
+                                 last_error=error[:500], updated_at=utcnow()).where(_held(job)).execute())
 
 
 def release_dead_leases() -> int:
@@ -107,8 +135,57 @@ def release_dead_leases() -> int:
         if pid == os.getpid() or _alive(pid):
             continue
         released += Job.update(state="pending", locked_by="", locked_until=None, run_after=utcnow()).where(
-            (Job.id == job.id) & (Job.state == "running")).execute()
+            (Job.id == job.id) & (Job.state == "running") & (Job.locked_by == job.locked_by)).execute()
     return released
+
+
+def _held(job: Job):
+    """The row is still ``job``'s lease: nobody took it over since this worker claimed it."""
+    return (Job.id == job.id) & (Job.locked_by == (job.locked_by or ""))
+
+
+def _is_sqlite() -> bool:
+    return isinstance(database.obj, peewee.SqliteDatabase)
+
+
+def _locking(query):
+    return query if _is_sqlite() else query.for_update()
+
+
+# Server answers that mean "your transaction lost a race, run it again": PostgreSQL's SQLSTATEs for a
+# serialization failure, a deadlock and a lock not available; MySQL/MariaDB's deadlock and lock wait timeout.
+_RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+_RETRY_MYSQL_CODES = {1205, 1213}
+
+
+def _retrying(write, *, duplicate_key: bool = False, tries: int = 6):
+    """Run ``write`` (one transaction), again after a short random pause if it lost a race.
+
+    Inside a caller's transaction a deadlock is left to the caller (MySQL rolled back all of it).
+    """
+    nested = database.obj.in_transaction()
+    for attempt in range(tries):
+        try:
+            return write()
+        except Exception as exc:  # noqa: BLE001 - only races are retried, anything else is raised
+            if attempt == tries - 1 or not _lost_race(exc, duplicate_key, nested):
+                raise
+            time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+    return None
+
+
+def _lost_race(exc: Exception, duplicate_key: bool, nested: bool) -> bool:
+    if duplicate_key and isinstance(exc, peewee.IntegrityError):
+        return True  # the savepoint (or transaction) was rolled back; the key exists now
+    if nested:
+        return False
+    for error in (exc, *(exc.args[:1] if exc.args else ())):
+        if getattr(error, "pgcode", None) in _RETRY_SQLSTATES:
+            return True
+        args = getattr(error, "args", ())
+        if type(error).__module__.startswith("pymysql") and args and args[0] in _RETRY_MYSQL_CODES:
+            return True
+    return False
 
 
 def _alive(pid: int) -> bool:

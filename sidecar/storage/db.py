@@ -1,11 +1,15 @@
 """The database handle: one peewee ``DatabaseProxy`` bound at start from ``[database] url``.
 
 SQLite (the default) runs in WAL mode with a busy timeout so the web threads and the bridge
-workers can share the file; PostgreSQL and MySQL/MariaDB URLs go through ``playhouse.db_url``.
+workers can share the file; PostgreSQL and MySQL/MariaDB URLs go through ``playhouse.db_url``
+(drivers: psycopg2 and PyMySQL). On MySQL/MariaDB new tables get ``DATETIME(6)`` columns, so times
+keep their microseconds as they do on SQLite and PostgreSQL (plain ``DATETIME`` drops them).
+Create a MySQL/MariaDB database with ``CHARACTER SET utf8mb4``.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import peewee
@@ -13,12 +17,15 @@ from playhouse.db_url import connect
 
 database = peewee.DatabaseProxy()
 
-SQLITE_PRAGMAS = {
+SQLITE_PRAGMAS = {  # applied in this order at every connect
+    "busy_timeout": 10000,  # ms: writers queue instead of failing with "database is locked"; first, so
+    # that switching a new file to WAL while another process opens it waits too
     "journal_mode": "wal",
     "foreign_keys": 1,
-    "busy_timeout": 10000,  # ms: writers queue instead of failing with "database is locked"
     "synchronous": "normal",  # safe with WAL; a crash loses at most the last transaction
 }
+
+MYSQL_SCHEMES = ("mysql", "mysqlconnector", "mariadbconnector")
 
 
 def open_database(url: str) -> peewee.Database:
@@ -31,12 +38,28 @@ def open_database(url: str) -> peewee.Database:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         db = peewee.SqliteDatabase(url[len("sqlite:///"):], pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    elif url.split(":", 1)[0].split("+", 1)[0] in MYSQL_SCHEMES:
+        db = connect(url, field_types={"DATETIME": "DATETIME(6)"})
     else:
         db = connect(url)
     database.initialize(db)
-    db.connect(reuse_if_open=True)
+    _connect(db)
     migrate(db)
     return db
+
+
+def _connect(db: peewee.Database, patience: float = 10.0) -> None:
+    # Switching a new SQLite file to WAL needs it to itself for a moment, and SQLite answers "database
+    # is locked" at once (no busy wait) when another process opens it just then: try again shortly.
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except peewee.OperationalError as exc:
+            if not isinstance(db, peewee.SqliteDatabase) or "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def close_database() -> None:

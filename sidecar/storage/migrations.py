@@ -9,6 +9,7 @@ migration that adds a column to a model finds it already there on a fresh databa
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import peewee
 from playhouse.migrate import SchemaMigrator, migrate as run_operations  # noqa: F401  (used by later migrations)
@@ -48,12 +49,17 @@ def add_column_if_missing(db: peewee.Database, table: str, column: str, field: p
 
 
 def migrate(db: peewee.Database) -> list[int]:
-    """Apply pending migrations; returns the versions applied now. Safe to call from several processes."""
-    with db.bind_ctx([m.SchemaVersion]):
+    """Apply pending migrations; returns the versions applied now. Safe to call from several processes.
+
+    Processes that start together on a fresh database take turns: a lock held for the whole run
+    (PostgreSQL: an advisory lock; MySQL/MariaDB: ``GET_LOCK``; SQLite: each migration in a
+    ``BEGIN IMMEDIATE`` transaction), so each migration runs once and the others find it done.
+    """
+    with db.bind_ctx([m.SchemaVersion]), _migration_lock(db):
         db.create_tables([m.SchemaVersion], safe=True)
         applied_now = []
         for version, name, function in MIGRATIONS:
-            with db.atomic():
+            with _write_transaction(db):
                 if m.SchemaVersion.get_or_none(m.SchemaVersion.version == version):
                     continue
                 function(db)
@@ -61,6 +67,36 @@ def migrate(db: peewee.Database) -> list[int]:
                 applied_now.append(version)
                 log.info("database migration %d applied: %s", version, name)
         return applied_now
+
+
+MIGRATION_LOCK = 0x6B63_5369_6465  # an arbitrary PostgreSQL advisory lock key ("kcSide")
+
+
+@contextmanager
+def _migration_lock(db: peewee.Database):
+    """One process at a time migrates (this connection holds the lock until the end)."""
+    if isinstance(db, peewee.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+    elif isinstance(db, peewee.MySQLDatabase):
+        name = f"kc_sidecar_migrate:{db.database}"[:64]  # GET_LOCK names are server-wide
+        if db.execute_sql("SELECT GET_LOCK(%s, %s)", (name, 300)).fetchone()[0] != 1:
+            raise peewee.OperationalError("another process has been migrating this database for 5 minutes")
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT RELEASE_LOCK(%s)", (name,))
+    else:
+        yield
+
+
+def _write_transaction(db: peewee.Database):
+    # SQLite: take the write lock first, so a second process waits (busy timeout) instead of failing
+    # with "database is locked" when both try to upgrade a read transaction to a write.
+    return db.atomic("IMMEDIATE") if isinstance(db, peewee.SqliteDatabase) else db.atomic()
 
 
 def current_version(db: peewee.Database) -> int:

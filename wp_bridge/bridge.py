@@ -39,6 +39,7 @@ from .synclog import log_sync
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up and shown to the admin
+OUTAGE_BACKOFF_CAP = 60.0  # seconds: the longest wait between two tries during an outage
 CONFERENCE_RECHECK = timedelta(seconds=3)
 REFERENCE_TTL = timedelta(hours=1)
 
@@ -235,6 +236,12 @@ class Bridge:
             RejectedRow.delete().where(RejectedRow.appointment_id == listed.id).execute()
             self._remember(appointment)
             report.enqueued += self._plan(appointment, connections)
+        # Deletions KiviCare confirmed earlier whose events are still there (the process stopped before the
+        # deletion was queued): planned again, so nothing decided only in memory is lost.
+        leftovers = (AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))
+                     .where(~AppointmentRow.present & (MeetMapping.state == "active")).distinct())
+        for row in leftovers:
+            report.enqueued += self._plan_deleted(row, connections)
         # Rows we knew in this window that the list no longer shows: ask KiviCare before acting.
         missing = (AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
                                                  & (AppointmentRow.start_utc <= end)))
@@ -487,10 +494,11 @@ class Bridge:
             finally:
                 jobs.retry_later(job, delay, str(exc), counts=False)
         except (CalendarUnavailable, KiviCareUnavailable, CompanionUnavailable) as exc:
-            jobs.retry_later(job, jobs.backoff(job.retries), str(exc), counts=False)
+            # Outages: retried at most a minute apart, so work resumes soon after the other side is back.
+            jobs.retry_later(job, jobs.backoff(job.retries, cap=OUTAGE_BACKOFF_CAP), str(exc), counts=False)
             log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
         except CalendarRateLimited as exc:
-            delay = timedelta(hours=1) if exc.long_pause else jobs.backoff(job.retries, base=10)
+            delay = timedelta(hours=1) if exc.long_pause else jobs.backoff(job.retries, base=10, cap=120)
             jobs.retry_later(job, delay, str(exc), counts=False)
             log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
         except CalendarAuthError as exc:

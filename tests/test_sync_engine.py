@@ -347,3 +347,12 @@ def test_patient_invitation_detailed_text_and_reminder_overrides(make_runtime, k
     inserts = [r for r in google.requests if r["method"] == "POST" and r["path"].endswith("/events")
                and (r.get("json") or {}).get("id") == event["id"]]
     assert inserts and inserts[0]["query"].get("sendUpdates") in ("all", ["all"])
+
+
+def test_an_unknown_doctor_timezone_falls_back_instead_of_breaking_the_poll(runtime, kivicare, google, anna):
+    from sidecar.storage.models import Doctor
+    Doctor.update(timezone="Nope/Zone").where(Doctor.id == ANNA).execute()
+    appointment_id = kivicare.create_appointment(doctor_id=ANNA, patient_id=5, start_utc=at(9, 9, 10),
+                                                 service_mapping_ids=[mapping_id(runtime, ANNA, GENERAL)])
+    runtime.bridge.sync_once()
+    assert our_events(google, anna.calendar_id, appointment_id)[0]["start"]["timeZone"] == "Europe/Paris"

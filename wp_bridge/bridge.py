@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
                                     CalendarUnavailable, EventSpec)
@@ -42,6 +43,14 @@ MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up
 OUTAGE_BACKOFF_CAP = 60.0  # seconds: the longest wait between two tries during an outage
 CONFERENCE_RECHECK = timedelta(seconds=3)
 REFERENCE_TTL = timedelta(hours=1)
+
+
+def _valid_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return False
+    return True
 
 
 class RefuseToRun(RuntimeError):
@@ -96,7 +105,8 @@ class Bridge:
         now = self.clock()
         if self._site_tz is None or self._site_checked is None or now - self._site_checked > REFERENCE_TTL:
             try:
-                self._site_tz = self.rt.kivicare().site_info().timezone
+                zone = self.rt.kivicare().site_info().timezone
+                self._site_tz = zone if _valid_zone(zone) else "UTC"
                 self.rt.set_state("site_timezone", self._site_tz)
             except KiviCareError:
                 self._site_tz = self._site_tz or self.rt.get_state("site_timezone") or "UTC"
@@ -104,8 +114,15 @@ class Bridge:
         return self._site_tz
 
     def doctor_timezone(self, doctor_id: int) -> str:
+        """The doctor's IANA zone (``GET /doctors/{id}``), else the site's; a name zoneinfo cannot read
+        falls back (to the site's, then UTC) with a warning instead of breaking every poll."""
         doctor = Doctor.get_or_none(Doctor.id == doctor_id)
-        return (doctor.timezone if doctor and doctor.timezone else None) or self.site_timezone()
+        for zone in ((doctor.timezone if doctor else None), self.site_timezone(), "UTC"):
+            if zone and _valid_zone(zone):
+                return zone
+            if zone:
+                log.warning("ignored an unknown timezone for doctor %s", doctor_id)
+        return "UTC"
 
     def refresh_doctor(self, doctor_id: int) -> None:
         """``GET /doctors/{id}``: name, e-mail and timezone (null = the site's).

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 CANCELLED, BOOKED, PENDING, CHECKED_OUT, CHECKED_IN = 0, 1, 2, 3, 4
@@ -22,6 +22,9 @@ STATUS_NAMES = {CANCELLED: "Cancelled", BOOKED: "Booked", PENDING: "Pending",
 EVENT_STATUSES = frozenset({BOOKED, PENDING, CHECKED_IN, CHECKED_OUT})
 
 _DIGITS = re.compile(r"^[0-9]{1,20}$")
+# Appointment times must be convertible to any timezone (UTC offsets stay under a day): see _utc.
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=2)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=2)
 
 
 class BadAppointment(ValueError):
@@ -40,9 +43,16 @@ def row_hash(raw: Any) -> str:
 
 def _id_of(raw: dict) -> str:
     value = raw.get("id")
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _DIGITS.match(str(value)):
+    # fullmatch: ``$`` alone also matches before a trailing newline, and "36\n" would be a second appointment 36
+    # (a second event). Found by tests/reliability/test_fuzz_kivicare.py.
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _DIGITS.fullmatch(str(value)):
         raise BadAppointment("", "missing or malformed id")
     return str(value)
+
+
+def _as_list(value: Any) -> list:
+    """``value`` when it is a list, else []: strings and dicts yielded no dict items anyway (fuzzing fix)."""
+    return value if isinstance(value, list) else []
 
 
 def _int(raw: dict, key: str, appointment_id: str, *, positive: bool = True) -> int:
@@ -69,19 +79,28 @@ def _utc(text: Any, appointment_id: str, key: str) -> datetime:
         raise BadAppointment(appointment_id, f"missing or malformed {key}")
     try:
         parsed = datetime.fromisoformat(text.replace(" ", "T").replace("/", "T"))
-    except ValueError:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(timezone.utc)  # OverflowError near years 1 and 9999
+    except (ValueError, OverflowError):
         raise BadAppointment(appointment_id, f"malformed {key}") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc)
-    return parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed.replace(tzinfo=timezone.utc)
+    # Fuzzing fix (tests/reliability): a time that cannot be shown in every timezone (within a day of
+    # datetime.min/max) made the engine raise OverflowError while rendering the event, so one bad row
+    # stopped every poll. Such a row is rejected like any other malformed one.
+    if not _EARLIEST <= parsed <= _LATEST:
+        raise BadAppointment(appointment_id, f"{key} out of range")
+    return parsed
 
 
 def _status(value: Any, appointment_id: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    # Fuzzing fixes (tests/reliability): ASCII digits only ("\u00b2".isdigit() is True but int() refuses it),
+    # numbers only before the dict lookup (a list or dict raised TypeError: unhashable), and an int out
+    # (1.0 was accepted and kept as a float).
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         value = int(value)
-    if isinstance(value, bool) or value not in STATUS_NAMES:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in STATUS_NAMES:
         raise BadAppointment(appointment_id, "unknown status")
-    return value
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -161,7 +180,10 @@ class Appointment:
         if not isinstance(raw, dict):
             raise BadAppointment("", "appointment is not an object")
         appointment_id = _id_of(raw)
-        names = [s.get("title", "") for s in raw.get("service_list") or [] if isinstance(s, dict)]
+        # Fuzzing fix (tests/reliability): a service_list that is not a list (an int raised TypeError) or a
+        # title that is not a string (AttributeError on .strip()) no longer escapes as a crash.
+        names = [s.get("title", "") if isinstance(s.get("title", ""), str) else ""
+                 for s in _as_list(raw.get("service_list")) if isinstance(s, dict)]
         if not names:
             names = _text(raw, "serviceName").split(",")
         return cls._from_wire(raw, appointment_id,
@@ -199,7 +221,7 @@ def parse_service_ids(raw: dict, appointment_id: str) -> tuple[int, ...]:
     """``serviceIds`` (strings of mapping ids) from ``GET /appointments/{id}``; raises BadAppointment."""
     ids = raw.get("serviceIds")
     if ids is None:
-        ids = [s.get("id") for s in raw.get("service_list") or [] if isinstance(s, dict)]
+        ids = [s.get("id") for s in _as_list(raw.get("service_list")) if isinstance(s, dict)]
     if not isinstance(ids, list):
         raise BadAppointment(appointment_id, "malformed serviceIds")
     out = []

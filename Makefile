@@ -25,3 +25,8 @@ test: install
 
 bench: install
 	$(BIN)/python bench/hint_latency.py
+
+# Chaos soak (issue 6): a few minutes by default; `make soak SOAK_ARGS="--minutes 10 --seed 6"`. Writes docs/RELIABILITY.md.
+.PHONY: soak
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)

@@ -152,6 +152,19 @@ Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them
   ``backendError``); ``fail_next(n, status, reason)`` → the next n API requests fail
   (500/503 backendError, 429 or 403 rateLimitExceeded / userRateLimitExceeded /
   quotaExceeded with domain ``usageLimits``, anything else with domain ``global``).
+  ``fault_rate(rate, kinds=None, *, seed=None, hold=31.0, token_endpoint=True)`` →
+  each Calendar API request (and token request) fails with probability ``rate``, of
+  a kind drawn from ``kinds`` (names, equal weights, or ``{name: weight}``):
+  ``403_rate_limit`` (403 rateLimitExceeded), ``429``, ``500``, ``503`` (backendError),
+  ``timeout`` (a slow answer: the request is held ``hold`` seconds — beyond the
+  client's timeout — and then carried out, so a write may land after the client gave
+  up), ``hang`` (held ``hold`` seconds, then dropped unanswered and not carried out),
+  ``reset`` (connection reset before the request is carried out) and ``reset_after``
+  (carried out, then the connection is reset instead of answering). The token
+  endpoint only gets 500/503/timeouts/resets (403/429 become 503 there). Seeded
+  (``seed``) for repeatable runs; ``fault_rate(0)`` switches it off;
+  ``fault_counts()`` → ``{kind: n, "requests": eligible requests seen}``. Resets
+  and holds happen in a WSGI middleware outside Flask and outside the state lock.
 * Busy or free (NOTES C "Busy vs free"): events keep what was written —
   ``transparency`` (absent = opaque = busy; Google leaves the default out), ``visibility``,
   ``eventType`` ("default" when not given; "outOfOffice", "focusTime", "workingLocation"
@@ -250,7 +263,8 @@ push_retry_delays=(1, 2, 4, 8, 16), push_timeout=5.0, freebusy_max_days=90)``; `
 ``revoke(email)``; ``expire_access_tokens()``; ``advance(seconds)``;
 ``events(calendar_id, include_cancelled=True)``; ``event(calendar_id, event_id)``;
 ``user_insert / user_patch / user_delete`` (the doctor editing in Google's UI);
-``kill_on_insert(pid)``; ``set_down(down)``; ``fail_next(n, status, reason)``;
+``kill_on_insert(pid|None)``; ``kill_armed``; ``set_down(down)``; ``fail_next(n, status, reason)``;
+``fault_rate(rate, kinds, *, seed, hold, token_endpoint)``; ``fault_counts()``;
 ``conference_outcome(outcome)``; ``invalidate_sync_tokens()``; ``requests``;
 ``reset_requests()``; ``reset()``; ``share_calendar(calendar_id, with_email, role)``;
 ``unshare_calendar(calendar_id, with_email)``; ``channels()``; ``notifications``;
@@ -317,10 +331,13 @@ import ipaddress
 import itertools
 import json
 import os
+import random
 import re
 import secrets
 import signal
+import socket
 import string
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -460,6 +477,88 @@ _FAULT_MESSAGES = {
 def _fault(status: int, reason: str) -> ApiError:
     domain, message = _FAULT_MESSAGES.get(reason, ("global", reason))
     return ApiError(status, reason, message, domain=domain)
+
+
+#: Kinds ``GoogleSandbox.fault_rate`` can inject (see the module docstring, "Faults").
+FAULT_KINDS = ("403_rate_limit", "429", "500", "503", "timeout", "hang", "reset", "reset_after")
+_TOKEN_FAULT_KINDS = ("500", "503", "timeout", "hang", "reset", "reset_after")
+_FAULT_ANSWERS = {"403_rate_limit": (403, "rateLimitExceeded"), "429": (429, "rateLimitExceeded"),
+                  "500": (500, "backendError"), "503": (503, "backendError")}
+
+
+class _DropConnection(ConnectionResetError):
+    """Raised by the fault middleware: werkzeug's server drops the connection without an answer
+    (``ConnectionError`` is what it treats as a dropped connection)."""
+
+
+def _drop_connection(environ: dict) -> None:
+    """Reset the client's connection: SO_LINGER 0 makes the server's close send a RST."""
+    sock = environ.get("werkzeug.socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RDWR)  # else the handler waits for a next request on it
+        except OSError:
+            pass
+    raise _DropConnection("sandbox fault: connection reset")
+
+
+def _read_body(environ: dict) -> None:
+    """Read the request body a dropped connection leaves unread (fault injection)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ.get("wsgi.input")
+    while length > 0 and stream is not None:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            break
+        length -= len(chunk)
+
+
+class _FaultPlan:
+    """Probabilistic faults (``GoogleSandbox.fault_rate``): rate, weighted kinds, a seeded RNG, counts."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        self.kinds: list[str] = list(FAULT_KINDS)
+        self.weights: list[float] = [1.0] * len(FAULT_KINDS)
+        self.hold = 31.0
+        self.token_endpoint = True
+        self.rng = random.Random()
+        self.counts: dict[str, int] = {"requests": 0}
+        self.lock = threading.Lock()
+
+    def configure(self, rate: float, kinds, seed, hold: float, token_endpoint: bool) -> None:
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        if kinds is None:
+            kinds = FAULT_KINDS
+        pairs = list(kinds.items()) if isinstance(kinds, dict) else [(k, 1.0) for k in kinds]
+        unknown = [k for k, _ in pairs if k not in FAULT_KINDS]
+        if unknown or not pairs or any(float(w) < 0 for _, w in pairs):
+            raise ValueError(f"unknown fault kinds {unknown}; known: {', '.join(FAULT_KINDS)}")
+        with self.lock:
+            self.rate = float(rate)
+            self.kinds = [k for k, _ in pairs]
+            self.weights = [float(w) for _, w in pairs]
+            self.hold = float(hold)
+            self.token_endpoint = bool(token_endpoint)
+            if seed is not None:
+                self.rng = random.Random(seed)
+
+    def pick(self, token: bool) -> str | None:
+        """The fault for one eligible request, or None (counted either way)."""
+        with self.lock:
+            self.counts["requests"] += 1
+            if self.rate <= 0 or self.rng.random() >= self.rate:
+                return None
+            kind = self.rng.choices(self.kinds, weights=self.weights)[0]
+            if token and kind not in _TOKEN_FAULT_KINDS:
+                kind = "503"
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            return kind
 
 
 # --------------------------------------------------------------------------- time helpers
@@ -868,6 +967,7 @@ class GoogleSandbox:
         self._push_closing = False
         self._init_state()
         self.app = self._build_app()
+        self.app.wsgi_app = self._fault_middleware(self.app.wsgi_app)
 
     # ------------------------------------------------------------------ state & lifecycle
 
@@ -891,6 +991,7 @@ class GoogleSandbox:
         self._channels: dict[str, _Channel] = {}
         self._notifications: list[dict] = []
         self._drop_next = 0
+        self._faults = _FaultPlan()
         with self._push_cv:
             self._push_pending -= len(self._push_heap)
             self._push_heap.clear()
@@ -1102,10 +1203,17 @@ class GoogleSandbox:
         with self._lock:
             self._offset += float(seconds)
 
-    def kill_on_insert(self, pid: int) -> None:
-        """One-shot: after the next events.insert is stored, SIGKILL ``pid`` before replying."""
+    def kill_on_insert(self, pid: int | None) -> None:
+        """One-shot: after the next events.insert is stored, SIGKILL ``pid`` before replying.
+        ``None`` disarms a kill that has not happened yet."""
         with self._lock:
-            self._kill_pid = int(pid)
+            self._kill_pid = int(pid) if pid is not None else None
+
+    @property
+    def kill_armed(self) -> bool:
+        """True while a ``kill_on_insert`` is armed and has not fired yet."""
+        with self._lock:
+            return self._kill_pid is not None
 
     def set_down(self, down: bool) -> None:
         """Outage: API → 503 backendError, token endpoint → 503 while ``down``."""
@@ -1129,6 +1237,58 @@ class GoogleSandbox:
         """Every sync token issued so far now answers 410 fullSyncRequired."""
         with self._lock:
             self._sync_tokens.clear()
+
+    def fault_rate(self, rate: float, kinds=None, *, seed: int | None = None, hold: float = 31.0,
+                   token_endpoint: bool = True) -> None:
+        """Chaos: each Calendar API request (and, with ``token_endpoint``, each ``POST /token``) fails
+        with probability ``rate`` (0 switches it off). ``kinds``: names from ``FAULT_KINDS`` (equal
+        weights) or ``{name: weight}``; default all. ``hold``: seconds a ``timeout``/``hang`` request
+        is held (default 31, just beyond the sidecar's 30 s Google timeout). ``seed`` reseeds the
+        random draw so a run can be repeated. Counts are kept across calls (``fault_counts``)."""
+        self._faults.configure(rate, kinds, seed, hold, token_endpoint)
+
+    def fault_counts(self) -> dict:
+        """``{kind: injected, "requests": eligible requests seen}`` since start (or ``reset()``)."""
+        with self._faults.lock:
+            return dict(self._faults.counts)
+
+    def _fault_middleware(self, wsgi_app: Callable) -> Callable:
+        """WSGI middleware around the Flask app: injects ``fault_rate`` faults on API and token requests."""
+        def app(environ, start_response):
+            path = environ.get("PATH_INFO", "")
+            token = path == "/token"
+            plan = self._faults
+            if plan.rate <= 0 or not (path.startswith("/calendar/v3/") or (token and plan.token_endpoint)):
+                return wsgi_app(environ, start_response)
+            kind = plan.pick(token)
+            if kind is None:
+                return wsgi_app(environ, start_response)
+            if kind in _FAULT_ANSWERS:
+                if token:
+                    status = _FAULT_ANSWERS[kind][0]
+                    answer = OAuthError(status, "temporarily_unavailable" if status == 503 else "internal_failure",
+                                        "Backend Error").response()
+                else:
+                    answer = _fault(*_FAULT_ANSWERS[kind]).response()
+                return answer(environ, start_response)
+            if kind in ("timeout", "hang"):
+                if kind == "hang":
+                    _read_body(environ)
+                time.sleep(plan.hold)
+                if kind == "timeout":
+                    return wsgi_app(environ, start_response)  # answered long after the client gave up
+            elif kind == "reset_after":
+                body = wsgi_app(environ, lambda *a, **k: (lambda data: None))
+                try:
+                    for _ in body:
+                        pass
+                finally:
+                    if hasattr(body, "close"):
+                        body.close()
+            else:
+                _read_body(environ)  # else werkzeug reads the unread body as the next request
+            _drop_connection(environ)
+        return app
 
     # ------------------------------------------------------------------ push notification knobs
 

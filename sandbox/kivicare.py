@@ -94,6 +94,15 @@ Python API (all times are aware ``datetime`` objects in UTC)::
     sb.set_addon(name, active, version="1.0.0")
         # kiviPro, telemed, googlemeet, razorpay, stripepay, api, bodyChart, webhooks
     sb.set_down(down)     # every route except /__sandbox__ answers 503 with HTML
+    sb.fault_rate(rate, kinds=None, *, seed=None, hold=61.0)
+        # chaos: each request outside /__sandbox__ (KiviCare and companion routes) fails
+        # with probability rate; kinds (names, or {name: weight}) from FAULT_KINDS:
+        # "503" (maintenance page), "500" (WordPress critical error), "timeout" (held
+        # `hold` s, beyond the sidecar's 60 s read timeout, then carried out), "hang"
+        # (held, then dropped, not carried out), "reset" (connection reset before the
+        # request is carried out), "reset_after" (carried out, then reset unanswered).
+        # Seeded for repeatable runs; fault_rate(0) switches it off.
+    sb.fault_counts() -> {kind: n, "requests": eligible requests seen}
     sb.requests           # [{method, path, query, json}] of non-/__sandbox__ requests
     sb.reset_requests()
     sb.get_appointment(appointment_id) -> dict   # internal snapshot, for assertions
@@ -147,10 +156,14 @@ import base64
 import hashlib
 import json
 import math
+import random
 import re
 import secrets
+import socket
+import struct
 import sys
 import threading
+import time as _time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
@@ -161,7 +174,7 @@ from flask import Flask, Response, request as flask_request
 from nacl.public import Box, PrivateKey, PublicKey
 from werkzeug.serving import make_server
 
-__all__ = ["KiviCareSandbox", "MISSING", "STATUS_NAMES", "main"]
+__all__ = ["KiviCareSandbox", "MISSING", "STATUS_NAMES", "FAULT_KINDS", "main"]
 
 ADMIN = "administrator"
 CLINIC_ADMIN = "kiviCare_clinic_admin"
@@ -193,6 +206,63 @@ E2EE_EXEMPT = {REST_PREFIX + "/server-key", REST_PREFIX + "/config/register-key"
 CRITICAL_ERROR = ("<p>There has been a critical error on this website.</p><p><a href=\""
                   "https://wordpress.org/support/article/faq-troubleshooting/\">Learn more "
                   "about troubleshooting WordPress.</a></p>")
+
+#: Kinds ``KiviCareSandbox.fault_rate`` can inject.
+FAULT_KINDS = ("503", "500", "timeout", "hang", "reset", "reset_after")
+
+
+class _DropConnection(ConnectionResetError):
+    """Raised by the fault middleware: werkzeug drops the connection without an answer."""
+
+
+def _read_body(environ: dict) -> None:
+    """Read the request body a dropped connection leaves unread (fault injection)."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    stream = environ.get("wsgi.input")
+    while length > 0 and stream is not None:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            break
+        length -= len(chunk)
+
+
+class _FaultPlan:
+    """Probabilistic faults (``KiviCareSandbox.fault_rate``): rate, weighted kinds, seeded RNG, counts."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0
+        self.kinds: list[str] = list(FAULT_KINDS)
+        self.weights: list[float] = [1.0] * len(FAULT_KINDS)
+        self.hold = 61.0
+        self.rng = random.Random()
+        self.counts: dict[str, int] = {"requests": 0}
+        self.lock = threading.Lock()
+
+    def configure(self, rate: float, kinds: Any, seed: Any, hold: float) -> None:
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        pairs = list(kinds.items()) if isinstance(kinds, dict) else [(k, 1.0) for k in (kinds or FAULT_KINDS)]
+        unknown = [k for k, _ in pairs if k not in FAULT_KINDS]
+        if unknown or not pairs or any(float(w) < 0 for _, w in pairs):
+            raise ValueError(f"unknown fault kinds {unknown}; known: {', '.join(FAULT_KINDS)}")
+        with self.lock:
+            self.rate, self.hold = float(rate), float(hold)
+            self.kinds, self.weights = [k for k, _ in pairs], [float(w) for _, w in pairs]
+            if seed is not None:
+                self.rng = random.Random(seed)
+
+    def pick(self) -> str | None:
+        with self.lock:
+            self.counts["requests"] += 1
+            if self.rate <= 0 or self.rng.random() >= self.rate:
+                return None
+            kind = self.rng.choices(self.kinds, weights=self.weights)[0]
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            return kind
+
 
 MAINTENANCE_HTML = ("<!DOCTYPE html><html><head><title>503 Service Unavailable</title></head>"
                     "<body><h1>Service Unavailable</h1><p>The server is temporarily unable "
@@ -729,6 +799,8 @@ class KiviCareSandbox:
                        password=app_password, app_password=app_password)
         self._routes = self._build_routes()
         self.app = self._build_app()
+        self._faults = _FaultPlan()
+        self.app.wsgi_app = self._fault_middleware(self.app.wsgi_app)
         self.companion = None  # the emulated companion plugin, once installed
         if seed:
             from sandbox import kivicare_seed
@@ -952,6 +1024,61 @@ class KiviCareSandbox:
         """While down, every route except ``/__sandbox__/...`` answers 503 with HTML."""
         with self._lock:
             self._down = bool(down)
+
+    def fault_rate(self, rate: float, kinds: Any = None, *, seed: Any = None, hold: float = 61.0) -> None:
+        """Chaos: each request outside ``/__sandbox__`` (KiviCare's routes and the companion plugin's)
+        fails with probability ``rate`` (0 switches it off), with a kind drawn from ``kinds`` (names from
+        ``FAULT_KINDS`` with equal weights, or ``{name: weight}``; default all). ``hold``: seconds a
+        ``timeout``/``hang`` request is held (default 61, beyond the sidecar's 60 s read timeout).
+        ``seed`` reseeds the draw. Counts are kept across calls (``fault_counts``)."""
+        self._faults.configure(rate, kinds, seed, hold)
+
+    def fault_counts(self) -> dict:
+        """``{kind: injected, "requests": eligible requests seen}`` since the sandbox was made."""
+        with self._faults.lock:
+            return dict(self._faults.counts)
+
+    def _fault_middleware(self, wsgi_app: Callable) -> Callable:
+        """WSGI middleware around the Flask app (outside the state lock): ``fault_rate`` faults."""
+        def app(environ: dict, start_response: Callable):
+            plan = self._faults
+            if plan.rate <= 0 or environ.get("PATH_INFO", "").startswith("/__sandbox__"):
+                return wsgi_app(environ, start_response)
+            kind = plan.pick()
+            if kind is None:
+                return wsgi_app(environ, start_response)
+            if kind == "503":
+                return Response(MAINTENANCE_HTML, status=503, mimetype="text/html",
+                                headers={"Retry-After": "60"})(environ, start_response)
+            if kind == "500":
+                body = {"code": "internal_server_error", "message": CRITICAL_ERROR, "data": {"status": 500},
+                        "additional_errors": []}
+                return self._json(500, body)(environ, start_response)
+            if kind in ("timeout", "hang"):
+                if kind == "hang":
+                    _read_body(environ)
+                _time.sleep(plan.hold)
+                if kind == "timeout":
+                    return wsgi_app(environ, start_response)  # answered after the client gave up
+            elif kind == "reset_after":
+                answer = wsgi_app(environ, lambda *a, **k: (lambda data: None))
+                try:
+                    for _ in answer:
+                        pass
+                finally:
+                    if hasattr(answer, "close"):
+                        answer.close()
+            else:
+                _read_body(environ)  # else werkzeug reads the unread body as the next request
+            sock = environ.get("werkzeug.socket")
+            if sock is not None:
+                try:  # SO_LINGER 0: the server's close sends a RST
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RDWR)  # else the handler waits for a next request on it
+                except OSError:
+                    pass
+            raise _DropConnection("sandbox fault: connection reset")
+        return app
 
     def reset_requests(self) -> None:
         """Empty the ``requests`` log."""

@@ -650,14 +650,15 @@ class Soak:
         doctor = [(self.doctor_move, 3), (self.doctor_delete, 0.8), (self.doctor_busy_add, 1.5),
                   (self.doctor_busy_delete, 0.7), (self.doctor_edit_title, 0.6)]
         started = time.monotonic()
-        bad_rounds = [started + (deadline - started) * share for share in (0.2, 0.45, 0.7)] if self.o.bad_inputs else []
+        shares = (0.15, 0.3, 0.45, 0.6, 0.75) if self.o.minutes >= 5 else (0.2, 0.45, 0.7)
+        bad_rounds = [started + (deadline - started) * share for share in shares] if self.o.bad_inputs else []
         rate = self.o.actions_per_minute / 60.0
         while not self.stop_churn.is_set() and time.monotonic() < deadline:
             if self.stop_churn.wait(self.rng.expovariate(rate)):
                 break
             if bad_rounds and time.monotonic() >= bad_rounds[0]:
                 bad_rounds.pop(0)
-                self.guarded(lambda: self.plant_bad_inputs(3 - len(bad_rounds) - 1))
+                self.guarded(lambda: self.plant_bad_inputs(len(shares) - len(bad_rounds) - 1))
             pool = doctor if self.rng.random() < self.o.doctor_share else staff
             action = self.rng.choices([f for f, _ in pool], weights=[w for _, w in pool])[0]
             self.guarded(action)
@@ -960,7 +961,7 @@ class Soak:
             self.sidecar.start()
         settle_start = time.monotonic()
         problems, figures = self.check()
-        passes, idle_since = 0, None
+        passes, idle_since, settle_end = 0, None, "timeout"
         while time.monotonic() - settle_start < self.o.settle_seconds:
             if not self.sidecar.alive():
                 self.chaos["unexpected sidecar exits"] += 1
@@ -968,10 +969,12 @@ class Soak:
             problems, figures = self.check()
             passes = passes + 1 if not problems and self.quiet() else 0
             if passes >= 2:
+                settle_end = "converged"
                 break
             # Not converged, but nothing is queued any more (not even later retries): waiting cannot help.
             idle_since = (idle_since or time.monotonic()) if self.idle() else None
             if idle_since is not None and time.monotonic() - idle_since > 60:
+                settle_end = "idle"
                 break
             time.sleep(3)
         settled = time.monotonic() - settle_start
@@ -984,7 +987,7 @@ class Soak:
             problems.extend(f"soak driver error: {e}" for e in self.driver_errors[:10])
         figures.update(
             started=begun.isoformat(timespec="seconds"), churn_seconds=round(churned), settle_seconds=round(settled),
-            settled=passes >= 2, seed=self.o.seed, doctors=self.doctors, actions=dict(self.actions),
+            settled=passes >= 2, settle_end=settle_end, seed=self.o.seed, doctors=self.doctors, actions=dict(self.actions),
             skipped=dict(self.skipped), bad_inputs=dict(self.bad_inputs), chaos=dict(self.chaos),
             sidecar_starts=self.sidecar.starts, google_faults=self.google.fault_counts(),
             kivicare_faults=self.kivicare.fault_counts(), tracebacks_expected=dict(expected_tb),
@@ -1126,7 +1129,10 @@ def write_report(result: SoakResult, path: Path) -> None:
               f"| Jobs given up | {f['jobs_given_up']} |",
               f"| Connections still active | {sum(1 for s in f['connections'].values() if s == 'active')} of "
               f"{len(f['connections'])} |",
-              f"| Settled after faults stopped | {'yes' if f['settled'] else 'NO'}, in {f['settle_seconds']} s |",
+              "| Converged after faults stopped | " + (
+                  f"yes, in {f['settle_seconds']} s" if f["settled"] else
+                  f"NO: nothing was left in the queue, yet the differences below remained ({f['settle_seconds']} s)"
+                  if f.get("settle_end") == "idle" else f"NO, not within {f['settle_seconds']} s") + " |",
               f"| Unexpected tracebacks in the sidecar log | {sum(f['tracebacks_unexpected'].values())} |",
               f"| Expected tracebacks | {sum(f['tracebacks_expected'].values())} |"]
     if not result.ok:

@@ -379,3 +379,14 @@ def test_a_few_deletions_are_not_held(make_runtime, kivicare, google):
     runtime.bridge.sync_once()
     assert all(our_events(google, connection.calendar_id, i) == [] for i in ids)
     assert not Conflict.select().exists()
+
+
+def test_a_deletion_just_before_the_sync_token_expires_is_still_seen(make_runtime, kivicare, google):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    appointment_id = book(runtime, kivicare, at(3, 15, 10))
+    runtime.bridge.sync_once()
+    runtime.bridge.sync_once()
+    google.user_delete(connection.calendar_id, event_of(google, connection, appointment_id)["id"])
+    google.invalidate_sync_tokens()
+    runtime.bridge.sync_once()
+    assert kivicare.get_appointment(appointment_id)["status"] == 0

@@ -109,7 +109,8 @@ class Bridge:
                 self._site_tz = zone if _valid_zone(zone) else "UTC"
                 self.rt.set_state("site_timezone", self._site_tz)
             except KiviCareError:
-                self._site_tz = self._site_tz or self.rt.get_state("site_timezone") or "UTC"
+                # Not remembered as checked: a passing failure must not pin events to UTC for an hour.
+                return self._site_tz or self.rt.get_state("site_timezone") or "UTC"
             self._site_checked = now
         return self._site_tz
 
@@ -255,13 +256,14 @@ class Bridge:
             report.enqueued += self._plan(appointment, connections)
         # Deletions KiviCare confirmed earlier whose events are still there (the process stopped before the
         # deletion was queued): planned again, so nothing decided only in memory is lost.
-        leftovers = (AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))
-                     .where(~AppointmentRow.present & (MeetMapping.state == "active")).distinct())
+        leftovers = list(AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))
+                         .where(~AppointmentRow.present & (MeetMapping.state == "active")).distinct())
         for row in leftovers:
             report.enqueued += self._plan_deleted(row, connections)
         # Rows we knew in this window that the list no longer shows: ask KiviCare before acting.
-        missing = (AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
-                                                 & (AppointmentRow.start_utc <= end)))
+        # Materialised: SQLite refuses writes made while a read is still open on this connection.
+        missing = list(AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
+                                                     & (AppointmentRow.start_utc <= end)))
         doctor_exists: dict[int, bool] = {}
         for row in missing:
             if row.id in seen or row.id in rejected_ids:

@@ -225,8 +225,14 @@ class Inbound:
         if direction == "google_to_kivicare":
             return "google"
         decision = self.bridge.decide(appointment, connection, mapping)
-        kivicare_changed = (decision.action == "delete"
-                            or (decision.action == "upsert" and decision.spec.fingerprint() != mapping.pushed_hash))
+        # Only a change of time or status in KiviCare competes with the doctor's move or deletion (a new
+        # template, clinic address or Meet link does not).
+        start, end = _pushed_times(mapping)
+        pushed_status = (mapping.pushed_body or {}).get("status")
+        kivicare_changed = decision.action == "delete" or (
+            decision.action == "upsert" and start is not None
+            and (decision.spec.start != start or decision.spec.end != end
+                 or (pushed_status and ("tentative" if decision.spec.tentative else "confirmed") != pushed_status)))
         if not kivicare_changed:
             return "google"
         rule = self.cfg.get("sync.conflict_rule")

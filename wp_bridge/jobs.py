@@ -127,7 +127,8 @@ def give_up(job: Job, error: str) -> None:
 def release_dead_leases() -> int:
     """At start: leases held by processes on this host that no longer exist become due now."""
     released = 0
-    for job in Job.select().where((Job.state == "running") & Job.locked_by.startswith(HOST + ":")):
+    # Materialised: SQLite refuses writes made while a read is still open on this connection.
+    for job in list(Job.select().where((Job.state == "running") & Job.locked_by.startswith(HOST + ":"))):
         try:
             pid = int(job.locked_by.split(":")[1])
         except (IndexError, ValueError):

@@ -357,7 +357,8 @@ class GoogleCalendar:
             if sync_token:
                 params = {"syncToken": sync_token}
             else:
-                params = {"showDeleted": False, "singleEvents": True, "maxResults": 250}
+                # showDeleted: a doctor's deletion just before a 410 must still be seen in the full list.
+                params = {"showDeleted": True, "singleEvents": True, "maxResults": 250}
                 if time_min:
                     params["timeMin"] = time_min.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
                 if time_max:

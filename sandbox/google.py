@@ -335,9 +335,7 @@ import random
 import re
 import secrets
 import signal
-import socket
 import string
-import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -348,7 +346,10 @@ from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit, parse_
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Flask, Response, g, redirect, request
+
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from sandbox.faults import drop_connection, read_body
 
 __all__ = ["GoogleSandbox", "SEEDED_ACCOUNTS", "SCOPE_CALENDAR", "SCOPE_EVENTS", "SCOPE_READONLY"]
 
@@ -484,37 +485,6 @@ FAULT_KINDS = ("403_rate_limit", "429", "500", "503", "timeout", "hang", "reset"
 _TOKEN_FAULT_KINDS = ("500", "503", "timeout", "hang", "reset", "reset_after")
 _FAULT_ANSWERS = {"403_rate_limit": (403, "rateLimitExceeded"), "429": (429, "rateLimitExceeded"),
                   "500": (500, "backendError"), "503": (503, "backendError")}
-
-
-class _DropConnection(ConnectionResetError):
-    """Raised by the fault middleware: werkzeug's server drops the connection without an answer
-    (``ConnectionError`` is what it treats as a dropped connection)."""
-
-
-def _drop_connection(environ: dict) -> None:
-    """Reset the client's connection: SO_LINGER 0 makes the server's close send a RST."""
-    sock = environ.get("werkzeug.socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.shutdown(socket.SHUT_RDWR)  # else the handler waits for a next request on it
-        except OSError:
-            pass
-    raise _DropConnection("sandbox fault: connection reset")
-
-
-def _read_body(environ: dict) -> None:
-    """Read the request body a dropped connection leaves unread (fault injection)."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    stream = environ.get("wsgi.input")
-    while length > 0 and stream is not None:
-        chunk = stream.read(min(length, 65536))
-        if not chunk:
-            break
-        length -= len(chunk)
 
 
 class _FaultPlan:
@@ -1273,7 +1243,7 @@ class GoogleSandbox:
                 return answer(environ, start_response)
             if kind in ("timeout", "hang"):
                 if kind == "hang":
-                    _read_body(environ)
+                    read_body(environ)
                 time.sleep(plan.hold)
                 if kind == "timeout":
                     return wsgi_app(environ, start_response)  # answered long after the client gave up
@@ -1286,8 +1256,8 @@ class GoogleSandbox:
                     if hasattr(body, "close"):
                         body.close()
             else:
-                _read_body(environ)  # else werkzeug reads the unread body as the next request
-            _drop_connection(environ)
+                read_body(environ)  # else werkzeug reads the unread body as the next request
+            drop_connection(environ)
         return app
 
     # ------------------------------------------------------------------ push notification knobs

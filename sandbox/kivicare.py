@@ -159,8 +159,6 @@ import math
 import random
 import re
 import secrets
-import socket
-import struct
 import sys
 import threading
 import time as _time
@@ -173,6 +171,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask import Flask, Response, request as flask_request
 from nacl.public import Box, PrivateKey, PublicKey
 from werkzeug.serving import make_server
+
+from sandbox.faults import drop_connection, read_body
 
 __all__ = ["KiviCareSandbox", "MISSING", "STATUS_NAMES", "FAULT_KINDS", "main"]
 
@@ -209,24 +209,6 @@ CRITICAL_ERROR = ("<p>There has been a critical error on this website.</p><p><a 
 
 #: Kinds ``KiviCareSandbox.fault_rate`` can inject.
 FAULT_KINDS = ("503", "500", "timeout", "hang", "reset", "reset_after")
-
-
-class _DropConnection(ConnectionResetError):
-    """Raised by the fault middleware: werkzeug drops the connection without an answer."""
-
-
-def _read_body(environ: dict) -> None:
-    """Read the request body a dropped connection leaves unread (fault injection)."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    stream = environ.get("wsgi.input")
-    while length > 0 and stream is not None:
-        chunk = stream.read(min(length, 65536))
-        if not chunk:
-            break
-        length -= len(chunk)
 
 
 class _FaultPlan:
@@ -1056,7 +1038,7 @@ class KiviCareSandbox:
                 return self._json(500, body)(environ, start_response)
             if kind in ("timeout", "hang"):
                 if kind == "hang":
-                    _read_body(environ)
+                    read_body(environ)
                 _time.sleep(plan.hold)
                 if kind == "timeout":
                     return wsgi_app(environ, start_response)  # answered after the client gave up
@@ -1069,15 +1051,8 @@ class KiviCareSandbox:
                     if hasattr(answer, "close"):
                         answer.close()
             else:
-                _read_body(environ)  # else werkzeug reads the unread body as the next request
-            sock = environ.get("werkzeug.socket")
-            if sock is not None:
-                try:  # SO_LINGER 0: the server's close sends a RST
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    sock.shutdown(socket.SHUT_RDWR)  # else the handler waits for a next request on it
-                except OSError:
-                    pass
-            raise _DropConnection("sandbox fault: connection reset")
+                read_body(environ)  # else werkzeug reads the unread body as the next request
+            drop_connection(environ)
         return app
 
     def reset_requests(self) -> None:

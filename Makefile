@@ -30,3 +30,8 @@ bench: install
 .PHONY: soak
 soak: install
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
+# Translatable strings: extract them into sidecar/translations/messages.pot (for translators).
+.PHONY: messages
+messages: install
+	$(BIN)/pybabel extract -F babel.cfg -k _l -o sidecar/translations/messages.pot .

@@ -27,6 +27,7 @@ SameSite=Lax session cookies that are Secure when the public URL is https, sessi
 from __future__ import annotations
 
 from flask import Flask, redirect, render_template, request, url_for
+from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ..config import ROOT
@@ -65,6 +66,10 @@ def create_app(runtime) -> Flask:
     app.extensions["sidecar_runtime"] = runtime
     app.extensions["sidecar_login_limiter"] = LoginLimiter()
     csrf = CSRFProtect(app)
+    # Translatable strings: templates use _() / ngettext(), Python code flask_babel.gettext. The
+    # catalogue lives in sidecar/translations (`make messages` extracts the strings); English is built in.
+    app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(ROOT / "sidecar" / "translations"))
+    Babel(app, locale_selector=_locale)
 
     from . import auth, conflicts, connect, dashboard, google_hooks, health, hooks, settings, sso
     app.extensions["sidecar_hints"] = hooks.HintDispatcher(runtime)
@@ -132,6 +137,18 @@ def create_app(runtime) -> Flask:
                                message="The sidecar could not finish this request. The details are in its log."), 500
 
     return app
+
+
+def _locale() -> str:
+    """The page language: the best match of the browser's Accept-Language among shipped catalogues."""
+    return request.accept_languages.best_match(available_locales()) or "en"
+
+
+def available_locales() -> list[str]:
+    """Languages with a compiled catalogue under sidecar/translations, English always first."""
+    folder = ROOT / "sidecar" / "translations"
+    found = sorted(p.name for p in folder.glob("*/LC_MESSAGES/messages.mo")) if folder.is_dir() else []
+    return ["en", *[name for name in found if name != "en"]]
 
 
 def create_setup_link(runtime) -> str:

@@ -351,6 +351,7 @@ class Soak:
         """Connect a doctor through the real OAuth code flow (PKCE) against the Google sandbox."""
         from sidecar.calendars.google_oauth import authorization_url, finish_authorization
         from sidecar.connections import choose_calendar, complete_authorization
+        from wp_bridge import preview
         email = DOCTORS[doctor]
         self.google.auto_approve(email)
         answer = requests.get(authorization_url(self.runtime.cfg, self.runtime.box, doctor), allow_redirects=False,
@@ -359,7 +360,9 @@ class Soak:
         who, credentials = finish_authorization(self.runtime.cfg, self.runtime.box, state=query["state"][0],
                                                 code=query["code"][0])
         connection = complete_authorization(self.runtime, who, credentials)
-        return choose_calendar(self.runtime, connection, self.google.calendar_id(email, CALENDAR)).calendar_id
+        connection = choose_calendar(self.runtime, connection, self.google.calendar_id(email, CALENDAR))
+        preview.confirm(self.runtime, connection, by="soak")  # the first-sync preview, confirmed
+        return connection.calendar_id
 
     def kc_rows(self) -> dict[str, dict]:
         """KiviCare's real rows (not what the list shows when a bad input was planted) of our doctors."""

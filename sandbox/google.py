@@ -165,6 +165,10 @@ Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them
   (``seed``) for repeatable runs; ``fault_rate(0)`` switches it off;
   ``fault_counts()`` → ``{kind: n, "requests": eligible requests seen}``. Resets
   and holds happen in a WSGI middleware outside Flask and outside the state lock.
+  ``lose_answers(n, method=None)`` is ``reset_after`` on demand: the next n API requests
+  (of that HTTP method) are carried out and their answer lost. ``kill_on_insert(pid)`` /
+  ``kill_on_patch(pid)``: after the next insert / patch is stored, SIGKILL the client
+  before it sees the answer.
 * Busy or free (NOTES C "Busy vs free"): events keep what was written —
   ``transparency`` (absent = opaque = busy; Google leaves the default out), ``visibility``,
   ``eventType`` ("default" when not given; "outOfOffice", "focusTime", "workingLocation"
@@ -263,7 +267,8 @@ push_retry_delays=(1, 2, 4, 8, 16), push_timeout=5.0, freebusy_max_days=90)``; `
 ``revoke(email)``; ``expire_access_tokens()``; ``advance(seconds)``;
 ``events(calendar_id, include_cancelled=True)``; ``event(calendar_id, event_id)``;
 ``user_insert / user_patch / user_delete`` (the doctor editing in Google's UI);
-``kill_on_insert(pid|None)``; ``kill_armed``; ``set_down(down)``; ``fail_next(n, status, reason)``;
+``kill_on_insert(pid|None)``; ``kill_on_patch(pid|None)``; ``kill_armed``; ``set_down(down)``;
+``fail_next(n, status, reason)``; ``lose_answers(n, method)``;
 ``fault_rate(rate, kinds, *, seed, hold, token_endpoint)``; ``fault_counts()``;
 ``conference_outcome(outcome)``; ``invalidate_sync_tokens()``; ``requests``;
 ``reset_requests()``; ``reset()``; ``share_calendar(calendar_id, with_email, role)``;
@@ -956,6 +961,8 @@ class GoogleSandbox:
         self._down = False
         self._fail: list[tuple[int, str]] = []
         self._kill_pid: int | None = None
+        self._kill_patch_pid: int | None = None
+        self._lose: list[str | None] = []  # lose_answers: HTTP methods (None = any) whose answer is lost
         self._conference_outcome = "success"
         self._log: list[dict] = []
         self._channels: dict[str, _Channel] = {}
@@ -1179,6 +1186,30 @@ class GoogleSandbox:
         with self._lock:
             self._kill_pid = int(pid) if pid is not None else None
 
+    def kill_on_patch(self, pid: int | None) -> None:
+        """One-shot: after the next events.patch/update is stored, SIGKILL ``pid`` before replying (the
+        write landed; the client never records it). ``None`` disarms it."""
+        with self._lock:
+            self._kill_patch_pid = int(pid) if pid is not None else None
+
+    def lose_answers(self, n: int = 1, method: str | None = None) -> None:
+        """The next ``n`` Calendar API requests (only those with HTTP ``method`` when given, e.g.
+        "POST" for inserts, "PATCH") are carried out, then the connection is reset instead of answering:
+        ``reset_after`` on demand, for a deterministic lost answer. httplib2 sends a request again once
+        when the connection drops before an answer, so one lost call takes two. ``n`` 0 cancels the rest."""
+        with self._lock:
+            if int(n) <= 0:
+                self._lose.clear()
+            self._lose.extend([method.upper() if method else None] * int(n))
+
+    def _answer_lost(self, method: str) -> bool:
+        with self._lock:
+            for i, wanted in enumerate(self._lose):
+                if wanted is None or wanted == method:
+                    del self._lose[i]
+                    return True
+            return False
+
     @property
     def kill_armed(self) -> bool:
         """True while a ``kill_on_insert`` is armed and has not fired yet."""
@@ -1228,9 +1259,11 @@ class GoogleSandbox:
             path = environ.get("PATH_INFO", "")
             token = path == "/token"
             plan = self._faults
-            if plan.rate <= 0 or not (path.startswith("/calendar/v3/") or (token and plan.token_endpoint)):
+            api = path.startswith("/calendar/v3/")
+            lost = api and bool(self._lose) and self._answer_lost(environ.get("REQUEST_METHOD", ""))
+            if not lost and (plan.rate <= 0 or not (api or (token and plan.token_endpoint))):
                 return wsgi_app(environ, start_response)
-            kind = plan.pick(token)
+            kind = "reset_after" if lost else plan.pick(token)
             if kind is None:
                 return wsgi_app(environ, start_response)
             if kind in _FAULT_ANSWERS:
@@ -1995,7 +2028,11 @@ class GoogleSandbox:
             raise _not_found()
         self._check_if_match(ev)
         body = self._json_body()
-        return self._render(cal, self._modify(cal, ev, body, self._conf_version(), mode), self._tz_param())
+        rendered = self._render(cal, self._modify(cal, ev, body, self._conf_version(), mode), self._tz_param())
+        if self._kill_patch_pid:
+            # The change is stored; the client dies before it sees the reply.
+            g.kill_pid, self._kill_patch_pid = self._kill_patch_pid, None
+        return rendered
 
     def _h_events_delete(self, ctx: _AccessToken, cal_id: str, event_id: str):
         cal = self._calendar(ctx, cal_id, write=True)

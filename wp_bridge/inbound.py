@@ -31,7 +31,7 @@ from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, BusyBlock, Conflict, Connection, MeetMapping,
                                     SyncCursor, utcnow)
 
-from . import jobs
+from . import jobs, pending_writes
 from .companion import CompanionNotInstalled, CompanionRefused
 from .models import EVENT_STATUSES, Appointment
 from .synclog import GOOGLE_TO_KIVICARE, KIVICARE_TO_GOOGLE, log_sync
@@ -175,6 +175,8 @@ class Inbound:
                 continue
             if event.etag and event.etag == mapping.etag:
                 continue  # our own write coming back
+            if self._own_echo(event, mapping):
+                continue  # our own write, back before its answer was recorded
             change = self._classify(event, mapping)
             if change is None:  # e.g. Meet finished, or the doctor's own colour or reminders
                 MeetMapping.update(etag=event.etag, google_updated=event.updated).where(
@@ -206,6 +208,33 @@ class Inbound:
             else:
                 self._apply_move(connection, mapping, event, appointment, report)
         self._apply_cancels(connection, cancels, report)
+
+    def _own_echo(self, event: CalendarEvent, mapping: MeetMapping) -> bool:
+        """True when ``event`` shows a write we sent whose answer is not recorded yet (lost answer, SIGKILL
+        before the commit, or a pull racing the worker): not the doctor's change (soak finding).
+
+        Google's etag and what we wrote are recorded then (only if nobody recorded a newer etag meanwhile),
+        so the next pull, and the push's If-Match, start from it; the push itself still runs and finishes.
+        """
+        entry = pending_writes.echo(event, pending_writes.find(mapping.appointment_id, mapping.calendar_id))
+        if entry is None:
+            return False
+        unchanged = (MeetMapping.id == mapping.id) & (MeetMapping.etag == mapping.etag)
+        if entry.get("op") == "write":
+            MeetMapping.update(etag=event.etag, google_updated=event.updated, pushed_body=entry.get("body")).where(
+                unchanged).execute()
+        else:
+            # Our deletion landed: record it as the worker would have (a re-booking then writes it again).
+            with transaction():
+                done = MeetMapping.update(state="deleted", pushed_hash="", etag=event.etag, updated_at=utcnow()).where(
+                    unchanged).execute()
+                if done:
+                    pending_writes.clear(mapping.appointment_id, mapping.calendar_id)
+            if done and mapping.hangout_link:
+                self.bridge._enqueue_meet_link(mapping.appointment_id)
+        log.info("our own %s of appointment %s's event came back before its answer was recorded",
+                 entry.get("op"), mapping.appointment_id)
+        return True
 
     def _classify(self, event: CalendarEvent, mapping: MeetMapping) -> str | None:
         if event.cancelled:

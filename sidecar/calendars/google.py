@@ -251,15 +251,22 @@ class GoogleCalendar:
         self.service = build_from_document(_discovery_doc(), http=http,
                                            client_options={"api_endpoint": api_endpoint})
 
-    def _execute(self, request, what: str) -> dict:
+    def _execute(self, request, what: str, *, sync_token: bool = False) -> dict:
         """Run one request: wait for the account's token bucket, retry brief outages and rate limits a few
         times with exponential backoff and jitter (tenacity), then raise our named error. Long pauses
-        (quotaExceeded) and longer outages are left to the job queue, which retries without counting."""
+        (quotaExceeded) and longer outages are left to the job queue, which retries without counting.
+
+        ``sync_token``: the request is an incremental ``events.list``, so 410 means "sync token expired"
+        (CalendarSyncTokenExpired, never retried: the caller starts a full sync) rather than "gone"."""
         def attempt() -> dict:
             if self.bucket is not None:
                 self.bucket.acquire()
             try:
                 return request.execute(num_retries=0)
+            except HttpError as exc:
+                if sync_token and exc.resp.status == 410:
+                    raise CalendarSyncTokenExpired(f"{what}: sync token expired ({_reason(exc)})") from exc
+                raise translate(exc, what) from exc
             except Exception as exc:  # translated below; anything unknown is re-raised unchanged
                 raise translate(exc, what) from exc
             finally:
@@ -348,32 +355,29 @@ class GoogleCalendar:
         """``events.list``, every page: incremental with ``sync_token``, else a full list of the window.
 
         Returns ``(events, next_sync_token)``; tombstones included. Follows Google's sync guide: the same
-        query with ``pageToken`` until ``nextSyncToken`` appears on the last page. Raises
-        CalendarSyncTokenExpired on 410 (the caller then does a bounded full sync).
+        query with ``pageToken`` until ``nextSyncToken`` appears on the last page. Each page goes through
+        ``_execute`` (token bucket; brief outages and rate limits retried with backoff and jitter). Raises
+        CalendarSyncTokenExpired on 410 (the caller then does a bounded full sync), else the named errors.
         """
         events: list[CalendarEvent] = []
         page_token = None
         while True:
+            # showDeleted: a doctor's deletion just before a 410 must still be seen in the full list.
+            # singleEvents: recurring busy events come as instances (a moved or cancelled one is its own
+            # event). Google's sync guide: an incremental list repeats the full list's parameters, except
+            # the time bounds, which cannot go with a syncToken.
+            params = {"showDeleted": True, "singleEvents": True, "maxResults": 250}
             if sync_token:
-                params = {"syncToken": sync_token}
+                params["syncToken"] = sync_token
             else:
-                # showDeleted: a doctor's deletion just before a 410 must still be seen in the full list.
-                params = {"showDeleted": True, "singleEvents": True, "maxResults": 250}
                 if time_min:
                     params["timeMin"] = time_min.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
                 if time_max:
                     params["timeMax"] = time_max.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-            request = self.service.events().list(calendarId=calendar_id, pageToken=page_token, **params)
-            try:
-                page = request.execute(num_retries=0)
-            except HttpError as exc:
-                if exc.resp.status == 410:
-                    raise CalendarSyncTokenExpired(f"events.list: sync token expired ({_reason(exc)})") from exc
-                raise translate(exc, "events.list") from exc
-            except Exception as exc:
-                raise translate(exc, "events.list") from exc
-            finally:
-                self._after_call()
+            # The same retries as every other call (soak finding: a fifth of pulls failed under faults);
+            # only the page that failed is asked again, with the same pageToken.
+            page = self._execute(self.service.events().list(calendarId=calendar_id, pageToken=page_token, **params),
+                                 "events.list", sync_token=bool(sync_token))
             zone = page.get("timeZone") or zone
             events.extend(parse_event(item, zone) for item in page.get("items", []) if isinstance(item, dict))
             page_token = page.get("nextPageToken")

@@ -32,6 +32,7 @@ from sandbox.wiring import sidecar_settings  # noqa: E402
 from sidecar.calendars.google_oauth import authorization_url, finish_authorization  # noqa: E402
 from sidecar.config import Config  # noqa: E402
 from sidecar.connections import choose_calendar, complete_authorization  # noqa: E402
+from wp_bridge import preview  # noqa: E402
 from sidecar.runtime import Runtime  # noqa: E402
 from sidecar.web import create_app  # noqa: E402
 from wp_bridge.loop import BridgeLoop  # noqa: E402
@@ -79,6 +80,7 @@ def main() -> int:
     doctor, credentials = finish_authorization(runtime.cfg, runtime.box, state=query["state"][0], code=query["code"][0])
     connection = choose_calendar(runtime, complete_authorization(runtime, doctor, credentials),
                                  google.calendar_id(EMAIL, "Clinic appointments"))
+    preview.confirm(runtime, connection, by="bench")  # the first-sync preview, confirmed
     runtime.bridge.startup()
     runtime.bridge.sync_once()
     mapping_id = next(s.id for s in runtime.kivicare().list_doctor_services(ANNA) if s.service_id == 1)

@@ -85,6 +85,8 @@ def cmd_sync_once(args) -> int:
 
 def status_rows(runtime) -> list[dict]:
     """Per-doctor status (the ``status`` command and the demo): plain values, no patient data."""
+    from wp_bridge.preview import HELD, display_state
+
     from .storage.models import Connection, Doctor, Job, MeetMapping
     rows = []
     for doctor in Doctor.select().order_by(Doctor.id):
@@ -98,7 +100,9 @@ def status_rows(runtime) -> list[dict]:
                                                 & (MeetMapping.state == "active")).count()
         rows.append({
             "doctor": f"{doctor.id} {doctor.name}",
-            "state": connection.state if connection else "not connected",
+            # "held": connected, but the first sync waits for someone to confirm its preview.
+            "state": (("held (confirm the first-sync preview)" if display_state(connection) == HELD
+                       else connection.state) if connection else "not connected"),
             "account": connection.account_email if connection else "",
             "calendar": connection.calendar_name if connection else "",
             "last sync": connection.last_sync_at.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -79,8 +79,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("companion", "enabled", True, bool, label="Use the companion plugin",
             help="When the plugin answers: instant updates, busy times block booking, Meet links in KiviCare."),
     Setting("alerts", "recipients", [], list, label="Alert e-mails to",
-            help="Admins who get an e-mail (through the companion plugin) when a doctor must reconnect "
-                 "Google or a change could not be sent. The doctor is told too when it is their connection."),
+            help="Admins who get an e-mail (through the SMTP server below if one is set, else the companion "
+                 "plugin's mail relay) when a doctor must reconnect Google or a change could not be sent. The "
+                 "doctor is told too when it is their connection."),
+    Setting("alerts", "smtp_host", "", label="SMTP server",
+            help="Leave empty to send alerts through the companion plugin (the WordPress site's mail). "
+                 "Otherwise e.g. smtp.example.com."),
+    Setting("alerts", "smtp_port", 587, int, label="SMTP port",
+            help="587 for STARTTLS, 465 for SSL/TLS, 25 for a relay on the local network."),
+    Setting("alerts", "smtp_tls", "starttls", label="SMTP encryption",
+            help="starttls (port 587), ssl (port 465), or none (only for a relay on the same machine or network)."),
+    Setting("alerts", "smtp_user", "", label="SMTP user name",
+            help="Leave empty when the server does not ask for a sign-in."),
+    Setting("alerts", "smtp_password", "", secret=True, label="SMTP password"),
+    Setting("alerts", "smtp_from", "", label="Alerts sent from",
+            help="The sender address, e.g. calendar-sync@clinic.example.com (default: the SMTP user name)."),
     Setting("bridge", "poll_seconds", 30, int, label="Poll interval (seconds)",
             help="How often KiviCare is asked for changed appointments."),
     Setting("bridge", "horizon_days", 90, int, label="Horizon (days)",
@@ -113,6 +126,17 @@ SETTINGS: tuple[Setting, ...] = (
             help="Empty: the calendar's default reminders. Otherwise up to 5 popup reminders."),
     Setting("sync", "status_colors", {}, dict, label="Colours by status",
             help="Google event colour id per KiviCare status; initially KiviCare's own colours."),
+    Setting("sync", "privacy_mode", False, bool, label="Privacy mode",
+            help="Events carry no patient name, e-mail or appointment notes, whatever the templates say "
+                 "(the title becomes the service name), and patients are not invited."),
+    Setting("sync", "services", [], list, label="Services that sync",
+            help="KiviCare service ids whose appointments go to Google. Empty: all services. An appointment "
+                 "that leaves the list loses its upcoming event, like a cancelled one."),
+    Setting("sync", "clinics", [], list, label="Clinics that sync",
+            help="KiviCare clinic ids whose appointments go to Google. Empty: all clinics."),
+    Setting("sync", "log_retention_days", 90, int, label="Keep the sync log (days)",
+            help="Sync log entries, resolved conflicts and used sign-in links older than this are deleted "
+                 "once a day."),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

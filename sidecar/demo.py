@@ -2,9 +2,9 @@
 
 Starts both sandboxes on loopback, a fresh SQLite database under ``var/demo/``, the web pages and
 the bridge loop; creates an admin account; connects doctor Anna Schmidt through the real OAuth
-flow over HTTP (her Connect link → Google's consent → our callback → calendar choice), exactly as
-a doctor's browser would; waits for the first sync and prints what landed in Google. Serves until
-Ctrl-C. Run it again for a fresh start (``--keep`` keeps the database).
+flow over HTTP (her Connect link → Google's consent → our callback → calendar choice → the first-sync
+preview, confirmed), exactly as a doctor's browser would; waits for the first sync and prints what
+landed in Google. Serves until Ctrl-C. Run it again for a fresh start (``--keep`` keeps the database).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import time
+from html import unescape
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -60,6 +61,15 @@ def connect_over_http(public_url: str, connect_link: str, calendar_name: str = "
                         data={"csrf_token": _csrf(page.text), (name.group(1) if name else "calendar_id"): value},
                         timeout=20)
     done.raise_for_status()
+    # The first-sync preview ("N events will be created in calendar X, M busy blocks"): start the sync.
+    confirm = re.search(r'<form[^>]*action="([^"]+)"[^>]*id="confirm-first-sync"', done.text)
+    if confirm:
+        summary = re.search(r'id="preview-summary">([^<]+)<', done.text)
+        if summary:
+            print(f"First-sync preview: {unescape(summary.group(1)).strip()}", flush=True)
+        done = session.post(urljoin(done.url, unescape(confirm.group(1))), data={"csrf_token": _csrf(done.text)},
+                            timeout=60)
+        done.raise_for_status()
     return done.text
 
 

@@ -18,6 +18,7 @@ from sidecar.config import Config
 from sidecar.connections import choose_calendar, complete_authorization
 from sidecar.runtime import Runtime
 from sandbox.wiring import sidecar_settings
+from wp_bridge import preview
 
 ANNA, MARC, SOFIA = 3, 4, 8
 EMAILS = {ANNA: "anna.schmidt@riverside-clinic.test", MARC: "marc.dubois@riverside-clinic.test",
@@ -72,8 +73,11 @@ def runtime(make_runtime):
     return make_runtime()
 
 
-def connect(runtime, google, doctor_id: int, calendar: str = "Clinic appointments"):
-    """Connect a doctor through the real OAuth code flow (PKCE) against the Google sandbox."""
+def connect(runtime, google, doctor_id: int, calendar: str = "Clinic appointments", *, confirm: bool = True):
+    """Connect a doctor through the real OAuth code flow (PKCE) against the Google sandbox.
+
+    ``confirm`` (default) also confirms the first-sync preview, as the person connecting would; with
+    ``confirm=False`` the connection stays held (``wp_bridge.preview``)."""
     email = EMAILS[doctor_id]
     google.auto_approve(email)
     url = authorization_url(runtime.cfg, runtime.box, doctor_id)
@@ -84,7 +88,10 @@ def connect(runtime, google, doctor_id: int, calendar: str = "Clinic appointment
                                                code=query["code"][0])
     connection = complete_authorization(runtime, doctor, credentials)
     calendar_id = email if calendar == "primary" else google.calendar_id(email, calendar)
-    return choose_calendar(runtime, connection, calendar_id)
+    connection = choose_calendar(runtime, connection, calendar_id)
+    if confirm:
+        preview.confirm(runtime, connection, by="tests")
+    return connection
 
 
 @pytest.fixture(autouse=True)

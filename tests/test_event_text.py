@@ -51,3 +51,71 @@ def test_google_body_carries_zone_tentative_and_conference_request():
     assert body["extendedProperties"]["private"]["kcAppointmentId"] == "36"
     assert body["conferenceData"]["createRequest"]["conferenceSolutionKey"] == {"type": "hangoutsMeet"}
     assert "reminders" not in body and "attendees" not in body  # calendar defaults, no guests
+
+
+# ---- privacy mode ---------------------------------------------------------------------------------
+
+NOTED = Appointment(**{**APPOINTMENT.__dict__, "patient_email": "louis@patients.test",
+                       "description": "Allergic to penicillin"})
+PRIVATE = ("Louis", "louis@patients.test", "penicillin")
+
+
+def test_privacy_mode_drops_template_lines_naming_the_patient_or_the_notes():
+    title, description, where = texts(
+        NOTED, "UTC", fmt="template", privacy=True, title_template="{{ patient_name }} – {{service_name}}",
+        description_template="Patient: {{patient_name}} ({{patient_email}})\nNotes: {{description}}\n"
+                             "{{appointment_time}} with {{doctor_name}} at {{clinic_name}}")
+    assert title == "General Consultation"  # a title naming the patient becomes the service name
+    assert description == "00:30 with Marc Dubois at Riverside Family Clinic"
+    assert where == "Riverside Family Clinic, 12 Rue de la Paix"
+    assert not [p for p in PRIVATE if p in title + description + where]
+
+
+def test_privacy_mode_keeps_templates_without_patient_data_and_the_meet_link():
+    title, description, _ = texts(NOTED, "UTC", fmt="template", privacy=True, title_template="{{clinic_name}} visit",
+                                  description_template="Status: {{appointment_status}}",
+                                  meet_link="https://meet.google.com/abc-defg-hij")
+    assert title == "Riverside Family Clinic visit"
+    assert description == "Status: Pending\n\nJoin with Google Meet: https://meet.google.com/abc-defg-hij"
+
+
+def test_privacy_mode_with_the_detailed_format():
+    title, description, _ = texts(NOTED, "UTC", fmt="detailed", title_template="", description_template="",
+                                  privacy=True)
+    assert title == "General Consultation"
+    assert description == "Service: General Consultation\nDoctor: Marc Dubois\nStatus: Pending"
+    without = texts(NOTED, "UTC", fmt="detailed", title_template="", description_template="")
+    assert without[0] == "Patient: Louis Bernard" and "Notes: Allergic to penicillin" in without[1]
+
+
+def test_a_template_made_only_of_patient_data_leaves_an_empty_description():
+    _, description, _ = texts(NOTED, "UTC", fmt="template", privacy=True, title_template="{{patient_name}}",
+                              description_template="{{patient_name}}\n{{description}}")
+    assert description == ""
+
+
+# ---- the services and clinics filter --------------------------------------------------------------
+
+def test_filter_scope_services_clinics_and_unknown_services():
+    from sidecar.config import Config
+    from wp_bridge.filters import FilterError, Scope, parse_ids, scope, scope_or_unknown
+
+    def cfg(**values):
+        return Config(None, environ={}, overrides=values)
+
+    known = Appointment(**{**APPOINTMENT.__dict__, "service_ids": (1, 4)})
+    assert scope(known, cfg()) is Scope.IN  # empty lists: everything syncs
+    assert scope(known, cfg(**{"sync.services": [4, 9]})) is Scope.IN  # one of its services is chosen
+    assert scope(known, cfg(**{"sync.services": "3"})) is Scope.OUT
+    assert scope(known, cfg(**{"sync.clinics": [2]})) is Scope.OUT
+    assert scope(known, cfg(**{"sync.clinics": "1", "sync.services": "1, 2"})) is Scope.IN
+    assert scope(APPOINTMENT, cfg(**{"sync.services": [1]})) is Scope.UNKNOWN  # services not read yet
+    assert scope(APPOINTMENT, cfg(**{"sync.clinics": [1]})) is Scope.IN
+    for bad in (["x"], [0], [-1], [True], ["1.5"], "²"):
+        try:
+            parse_ids("sync.services", bad if isinstance(bad, list) else [bad])
+        except FilterError as exc:
+            assert "sync.services" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} accepted")
+    assert scope_or_unknown(known, cfg(**{"sync.services": ["one"]})) is Scope.UNKNOWN

@@ -21,6 +21,7 @@ API_MD_CITED = {
     ("GET", "/doctors"): {"perPage"},  # section 3: "GET /doctors?perPage=all[&clinic_id=]"
     ("GET", "/appointments/{id}"): {"timezone", "target_timezone"},  # section 2.8
     ("GET", "/doctor-services"): {"doctor_id", "perPage"},  # section 3
+    ("GET", "/clinics"): {"perPage"},  # section 3: perPage one of 5, 10, 25, 50, 100 or all
 }
 
 
@@ -40,6 +41,32 @@ def allowed_routes() -> dict:
     for key, names in API_MD_CITED.items():
         allowed.setdefault(key, set()).update(names)
     return allowed
+
+
+def check_requests(kivicare) -> set:
+    """Assert every request the sandbox received is an allowed route with allowed parameters; the routes seen."""
+    allowed = allowed_routes()
+    seen = set()
+    for request in kivicare.requests:
+        if request["path"].startswith("/__sandbox__"):
+            continue
+        key = (request["method"], route_of(request["path"]))
+        assert key in allowed, f"{key} is not a route the fixtures show"
+        extra = set(request.get("query") or {}) - allowed[key]
+        assert not extra, f"{key} sent parameters {extra} the fixtures never show"
+        seen.add(key)
+    return seen
+
+
+def test_the_settings_page_lists_use_allowed_routes(runtime, kivicare):
+    """The settings page's lists of services and clinics (which ones sync) and the connection test."""
+    client = runtime.kivicare()
+    assert client.list_clinics()
+    assert client.list_doctor_services()
+    client.site_info()
+    client.addons()
+    seen = check_requests(kivicare)
+    assert ("GET", "/clinics") in seen
 
 
 def test_every_request_the_sidecar_sends_is_one_the_fixtures_show(runtime, kivicare, google):

@@ -44,3 +44,83 @@ def test_loop_refuses_to_sync_while_the_google_meet_addon_is_active(runtime, kiv
         assert not [r for r in google.requests if "/events" in r["path"]]
     finally:
         loop.stop()
+
+
+# ---- log retention ------------------------------------------------------------------------------
+
+def _old_and_new_rows(now):
+    from datetime import timedelta
+
+    from sidecar.storage.models import Conflict, Job, OAuthState, OneTimeToken, RejectedRow, SyncLog
+
+    old, recent = now - timedelta(days=100), now - timedelta(days=10)
+    for i in range(7):
+        SyncLog.create(at=old, action="create", outcome="ok", appointment_id=str(i))
+    for i in range(3):
+        SyncLog.create(at=recent, action="create", outcome="ok", appointment_id=str(100 + i))
+    Conflict.create(kind="both_changed", state="resolved", resolved_at=old, appointment_id="1")
+    Conflict.create(kind="both_changed", state="resolved", resolved_at=recent, appointment_id="2")
+    Conflict.create(kind="both_changed", state="open", created_at=old, appointment_id="3")  # open: kept
+    Job.create(kind="push", dedupe_key="push:1:1", state="done", updated_at=old)
+    Job.create(kind="push", dedupe_key="push:2:1", state="pending", updated_at=old)  # still to do: kept
+    Job.create(kind="push", dedupe_key="push:3:1", state="failed", updated_at=old)  # shown to the admin: kept
+    OneTimeToken.create(token_hash="a" * 64, purpose="connect", expires_at=now - timedelta(hours=1))
+    OneTimeToken.create(token_hash="b" * 64, purpose="connect", expires_at=now + timedelta(days=5),
+                        used_at=now - timedelta(days=2))
+    OneTimeToken.create(token_hash="c" * 64, purpose="connect", expires_at=now + timedelta(days=5),
+                        used_at=now - timedelta(minutes=5))  # may still be released if its step fails
+    OneTimeToken.create(token_hash="d" * 64, purpose="setup", expires_at=now + timedelta(hours=5))
+    OAuthState.create(state="old", code_verifier="x", doctor_id=3, created_at=now - timedelta(hours=1))
+    OAuthState.create(state="new", code_verifier="x", doctor_id=3, created_at=now)
+    RejectedRow.create(appointment_id="9", row_hash="h", error="bad", last_seen_at=old)
+
+
+def test_purge_removes_only_what_retention_allows_in_batches(runtime, caplog):
+    import logging
+
+    from sidecar.storage.models import Conflict, Job, OAuthState, OneTimeToken, RejectedRow, SyncLog, utcnow
+    from wp_bridge.retention import purge
+
+    now = utcnow()
+    _old_and_new_rows(now)
+    with caplog.at_level(logging.DEBUG, logger="peewee"):
+        removed = purge(runtime.cfg, now=now, batch=2, pause=0)
+    assert removed == {"sync_log": 7, "conflicts": 1, "jobs": 1, "kc_rejected_rows": 1, "one_time_tokens": 2,
+                       "oauth_states": 1, "seen_keys": 0}
+    assert SyncLog.select().count() == 3 and Conflict.select().count() == 2 and Job.select().count() == 2
+    assert sorted(t.token_hash[0] for t in OneTimeToken.select()) == ["c", "d"]
+    assert [s.state for s in OAuthState.select()] == ["new"] and not RejectedRow.select().exists()
+    # 7 rows, 2 at a time: four small DELETEs, never one big one.
+    deletes = [r for r in caplog.records if str(r.msg).startswith("('DELETE FROM \"sync_log\"")]
+    assert len(deletes) == 4
+    assert purge(runtime.cfg, now=now, batch=2, pause=0)["sync_log"] == 0  # nothing left to do
+
+
+def test_a_bad_retention_value_purges_nothing(make_runtime):
+    from sidecar.storage.models import SyncLog, utcnow
+    from wp_bridge.retention import purge
+
+    make_runtime()  # opens the database
+    _old_and_new_rows(utcnow())
+    for value in (0, -5, "ninety"):
+        runtime = make_runtime(**{"sync.log_retention_days": value})
+        assert purge(runtime.cfg) == {}  # never "delete everything" on a bad value
+        assert SyncLog.select().count() == 10
+
+
+def test_loop_purges_at_start_and_then_daily(make_runtime):
+    from datetime import timedelta
+
+    from sidecar.storage.models import SyncLog, utcnow
+
+    runtime = make_runtime(**{"sync.log_retention_days": 1, "bridge.poll_seconds": 3600})
+    SyncLog.create(at=utcnow() - timedelta(days=2), action="create", outcome="ok")
+    kept = SyncLog.create(at=utcnow() - timedelta(hours=2), action="create", outcome="ok")
+    loop = BridgeLoop(runtime, workers=1)
+    loop.start()
+    try:
+        assert wait_for(lambda: [r.id for r in SyncLog.select().where(SyncLog.action == "create")] == [kept.id])
+        daily = [j for j in loop.scheduler.jobs if j.job_func.func == loop.purge]
+        assert len(daily) == 1 and daily[0].unit == "days" and daily[0].interval == 1
+    finally:
+        loop.stop()

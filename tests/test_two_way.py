@@ -13,6 +13,7 @@ import pytest
 
 from sidecar.storage.models import Appointment as AppointmentRow, BusyBlock, Conflict, MeetMapping, SyncLog
 
+from wp_bridge import preview
 from wp_bridge.kivicare import KiviCareRequestError
 
 from .conftest import ANNA, connect
@@ -294,9 +295,11 @@ def test_reset_sync_rebuilds_the_mapping_from_private_properties_without_duplica
     before = sorted(e["id"] for e in our_events(google, connection.calendar_id))
     MeetMapping.delete().execute()  # a lost database, say
     assert runtime.bridge.reset_sync(connection) == len(before)
+    preview.confirm(runtime, connection, by="admin")  # a reset waits for its preview to be confirmed
     runtime.bridge.sync_once()
     assert sorted(e["id"] for e in our_events(google, connection.calendar_id)) == before
     runtime.bridge.reset_sync(connection, remove_events=True)
+    preview.confirm(runtime, connection, by="admin")
     runtime.bridge.sync_once()
     assert len(our_events(google, connection.calendar_id)) == len(before)  # created again, once each
 
@@ -390,3 +393,55 @@ def test_a_deletion_just_before_the_sync_token_expires_is_still_seen(make_runtim
     google.invalidate_sync_tokens()
     runtime.bridge.sync_once()
     assert kivicare.get_appointment(appointment_id)["status"] == 0
+
+
+def test_many_changes_come_in_several_pages_full_and_incremental_and_none_is_lost(make_runtime, kivicare, google):
+    """NOTES E #13: ``events.list`` is followed page by page (250 a page here, as on Google) until the
+    ``nextSyncToken``, for the full list after a 410 as for incremental pulls."""
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    runtime.bridge.sync_once()
+    cal, day = connection.calendar_id, at(10, 0, 0)
+    made = [google.user_insert(cal, {"summary": "Block",
+                                     "start": {"dateTime": (day + timedelta(minutes=5 * n)).isoformat()},
+                                     "end": {"dateTime": (day + timedelta(minutes=5 * n + 5)).isoformat()}})
+            for n in range(300)]
+
+    def lists(incremental: bool) -> list[dict]:
+        return [r["query"] for r in google.requests if r["method"] == "GET" and r["path"].endswith(f"{cal}/events")
+                and ("syncToken" in r["query"]) == incremental]
+
+    def pulled(incremental: bool) -> int:
+        return len(lists(incremental))
+
+    google.reset_requests()
+    runtime.bridge.sync_once()
+    assert pulled(incremental=True) == 2  # 300 changes: two pages
+    # The full list's parameters repeated (Google's sync guide), so recurring events stay expanded.
+    assert all(q.get("singleEvents") == "true" and q.get("showDeleted") == "true" for q in lists(incremental=True))
+    assert {e["id"] for e in made} <= {b.event_id for b in BusyBlock.select()}
+
+    for event in made[:260]:
+        google.user_delete(cal, event["id"])
+    google.invalidate_sync_tokens()
+    google.reset_requests()
+    runtime.bridge.sync_once()
+    assert pulled(incremental=False) >= 2  # the full list of the window after the 410, also in pages
+    assert {b.event_id for b in BusyBlock.select() if b.event_id in {e["id"] for e in made}} == \
+        {e["id"] for e in made[260:]}
+
+
+def test_free_busy_over_more_than_90_days_is_asked_in_chunks(make_runtime, kivicare, google):
+    """NOTES E #3: ``freebusy.query`` refuses ranges over about 90 days ("time range is too long"); the
+    synced window is longer, so it is asked in chunks and busy time at both ends is seen."""
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
+    marc = "marc.dubois@riverside-clinic.test"
+    google.share_calendar(marc, "anna.schmidt@riverside-clinic.test", role="freeBusyReader")
+    for when in (at(2, 9, 0), at(89, 9, 0)):
+        google.user_insert(marc, {"summary": "Board meeting", "start": {"dateTime": when.isoformat()},
+                                  "end": {"dateTime": (when + timedelta(hours=1)).isoformat()}})
+    start, end = runtime.bridge.window()
+    assert end - start > timedelta(days=90)
+    google.reset_requests()
+    spans = runtime.google_for(connection).free_busy([marc], start, end)[marc]
+    assert (at(2, 9, 0), at(2, 10, 0)) in spans and (at(89, 9, 0), at(89, 10, 0)) in spans
+    assert len([r for r in google.requests if r["path"].endswith("/freeBusy")]) == 2

@@ -28,9 +28,9 @@ from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, Calendar
 from sidecar.calendars.google import event_body, event_id_for
 from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
-                                    RejectedRow, SyncCursor, utcnow)
+                                    PendingWrite, RejectedRow, SyncCursor, utcnow)
 
-from . import alerts, event_text, jobs
+from . import alerts, event_text, filters, jobs, pending_writes
 from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailable
 from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
 from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment
@@ -258,6 +258,11 @@ class Bridge:
         # deletion was queued): planned again, so nothing decided only in memory is lost.
         leftovers = list(AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))
                          .where(~AppointmentRow.present & (MeetMapping.state == "active")).distinct())
+        # ... and upcoming ones whose insert answer was lost (Google may hold an event no mapping knows of).
+        leftovers += [row for row in AppointmentRow.select().join(
+            PendingWrite, on=(PendingWrite.appointment_id == AppointmentRow.id)).where(
+            ~AppointmentRow.present & (AppointmentRow.start_utc > self.clock())).distinct()
+            if row.id not in {r.id for r in leftovers}]
         for row in leftovers:
             report.enqueued += self._plan_deleted(row, connections)
         # Rows we knew in this window that the list no longer shows: ask KiviCare before acting.
@@ -294,7 +299,7 @@ class Bridge:
             appointment = self._with_services(detail, detail.service_mapping_ids or ())
             self._remember(appointment, list_hash=row.list_hash)
             report.enqueued += self._plan(appointment, connections)
-        active = [c.id for c in connections.values() if c.state == "active"]
+        active = [c.id for c in connections.values() if c.state == "active" and not c.awaiting_confirmation]
         if active:
             Connection.update(last_sync_at=utcnow()).where(Connection.id.in_(active)).execute()
         return report
@@ -353,22 +358,27 @@ class Bridge:
             if connection is None or mapping.connection_id != connection.id:
                 if mapping.connection_id is not None:
                     enqueued += self._enqueue_push(appointment.id, mapping.connection_id)
-        if connection is None:
+        if connection is None or connection.awaiting_confirmation:  # held until the preview is confirmed
             return enqueued
         mapping = next((m for m in mappings if m.connection_id == connection.id
                         and m.calendar_id == connection.calendar_id), None)
         decision = self.decide(appointment, connection, mapping)
-        if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()):
+        if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()
+                                            or pending_writes.find(appointment.id, connection.calendar_id)):
             enqueued += self._enqueue_push(appointment.id, connection.id)
-        elif decision.action == "delete" and mapping is not None:
+        elif decision.action == "delete" and (
+                mapping is not None or pending_writes.unconfirmed_inserts(appointment.id, connection.id)):
             enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
         return enqueued
 
     def _plan_deleted(self, row: AppointmentRow, connections: dict[int, Connection]) -> int:
         enqueued = 0
-        for mapping in MeetMapping.select().where((MeetMapping.appointment_id == row.id)
-                                                  & (MeetMapping.state == "active")):
-            connection = Connection.get_or_none(Connection.id == mapping.connection_id)
+        # Connections with an event of this appointment, or with an insert whose answer never came.
+        owners = [m.connection_id for m in MeetMapping.select().where((MeetMapping.appointment_id == row.id)
+                                                                     & (MeetMapping.state == "active"))]
+        owners += [p.connection_id for p in pending_writes.unconfirmed_inserts(row.id)]
+        for connection_id in dict.fromkeys(owners):
+            connection = Connection.get_or_none(Connection.id == connection_id) if connection_id else None
             if connection is not None:
                 enqueued += self._enqueue_delete(row.id, row.start_utc, connection)
         return enqueued
@@ -423,6 +433,9 @@ class Bridge:
             if appointment.doctor_id != connection.doctor_id:
                 return Decision("delete")
             return Decision("delete") if appointment.start > now else Decision("keep")
+        scope = filters.scope_or_unknown(appointment, self.cfg)
+        if scope is not filters.Scope.IN:  # outside the admin's services/clinics: treated like a cancellation
+            return Decision("delete") if scope is filters.Scope.OUT and appointment.start > now else Decision("keep")
         if appointment.status in EVENT_STATUSES:
             return Decision("upsert", self.spec(appointment, mapping))
         if appointment.status == CANCELLED and appointment.start > now:
@@ -441,10 +454,12 @@ class Bridge:
         title, description, where = event_text.texts(
             appointment, zone, fmt=self.cfg.get("sync.event_template"),
             title_template=self.cfg.get("sync.title_template"),
-            description_template=self.cfg.get("sync.description_template"), meet_link=link)
+            description_template=self.cfg.get("sync.description_template"), meet_link=link,
+            privacy=bool(self.cfg.get("sync.privacy_mode")))
         colors = self.cfg.get("sync.status_colors") or {}
         reminders = [int(m) for m in self.cfg.get("sync.reminder_minutes") if str(m).strip().isdigit()]
-        invite = self.cfg.get("sync.invite_patients") and appointment.patient_email
+        invite = (self.cfg.get("sync.invite_patients") and appointment.patient_email
+                  and not self.cfg.get("sync.privacy_mode"))  # privacy mode: no patient address in Google
         return EventSpec(appointment_id=appointment.id, start=appointment.start, end=appointment.end, timezone=zone,
                          title=title, description=description, location=where,
                          tentative=appointment.status == PENDING, color_id=colors.get(str(appointment.status)),
@@ -485,6 +500,10 @@ class Bridge:
                 jobs.retry_later(job, timedelta(minutes=30), "waiting for the doctor to reconnect Google",
                                  counts=False)
                 return
+            if connection.awaiting_confirmation:  # kept until the first-sync preview is confirmed
+                jobs.retry_later(job, timedelta(minutes=30), "waiting for the first-sync confirmation",
+                                 counts=False)
+                return
         doctor_id = connection.doctor_id if connection else None
         try:
             if job.kind == "push":
@@ -497,7 +516,7 @@ class Bridge:
                 self._push_meet_link(appointment_id)
             elif job.kind == "pull":
                 target = Connection.get_or_none(Connection.id == payload.get("connection_id"))
-                if target is not None and target.state == "active":
+                if target is not None and target.state == "active" and not target.awaiting_confirmation:
                     self.pull_connection(target)
             elif job.kind == "busy_push":
                 self.inbound.push_busy(int(payload.get("doctor_id", 0)))
@@ -572,21 +591,43 @@ class Bridge:
         google = None
         for old in stale:
             google = google or self.rt.google_for(connection)
+            pending_writes.record(appointment_id, connection.id, old.calendar_id, old.event_id, "delete")
             google.delete_event(old.calendar_id, old.event_id)
             self._mark_deleted(old, connection, "moved-calendar")
-        if decision.action == "keep" or (mapping is not None and mapping.state == "dismissed"):
+        # Inserts whose answer never came, in a calendar the doctor no longer uses.
+        for pending in pending_writes.unconfirmed_inserts(appointment_id, connection.id):
+            if pending.calendar_id != calendar_id:
+                google = google or self.rt.google_for(connection)
+                self._remove_unconfirmed(pending, connection, google)
+        if decision.action == "keep":
+            return
+        if mapping is not None and mapping.state == "dismissed":
+            pending_writes.clear(appointment_id, calendar_id)  # the event is the doctor's to keep or delete
             return
         if Conflict.select().where((Conflict.appointment_id == appointment_id) & (Conflict.state == "open")).exists():
             return  # the admin decides first
         if decision.action == "delete":
-            if mapping is None or mapping.state != "active" or mapping.connection_id != connection.id:
+            if mapping is None or mapping.state != "active":
+                # No event we know of, but an insert may have landed unseen (its answer was lost, or the
+                # process died before the commit): remove it by its id, or it stays in Google for good.
+                for pending in pending_writes.unconfirmed_inserts(appointment_id, connection.id):
+                    if pending.calendar_id == calendar_id:
+                        google = google or self.rt.google_for(connection)
+                        self._remove_unconfirmed(pending, connection, google)
+                return
+            if mapping.connection_id != connection.id:
+                pending_writes.clear(appointment_id, calendar_id)  # another connection's event: not ours to remove
                 return
             google = google or self.rt.google_for(connection)
+            pending_writes.record(appointment_id, connection.id, mapping.calendar_id, mapping.event_id, "delete")
             google.delete_event(mapping.calendar_id, mapping.event_id)
             self._mark_deleted(mapping, connection, "delete")
             return
         spec = decision.spec
-        if mapping is not None and mapping.state == "active" and mapping.pushed_hash == spec.fingerprint():
+        # Nothing to do when Google confirmed this very version, unless a later write is still unconfirmed
+        # (it may have landed: the event may hold another version, or be deleted).
+        if mapping is not None and mapping.state == "active" and mapping.pushed_hash == spec.fingerprint() \
+                and pending_writes.find(appointment_id, calendar_id) is None:
             return
         google = google or self.rt.google_for(connection)
         event_id = mapping.event_id if mapping else event_id_for(self.site, appointment_id, calendar_id)
@@ -605,6 +646,12 @@ class Bridge:
             # status always, so an event the doctor deleted in Google comes back.
             changes = {k: v for k, v in body.items()
                        if k in ("status", "conferenceData") or mapping.pushed_body.get(k) != v}
+            if "attendees" in mapping.pushed_body and "attendees" not in body:
+                changes["attendees"] = []  # the patient we invited goes (privacy mode, invitations off)
+        pushed_body = {k: v for k, v in body.items() if k != "conferenceData"}
+        # Committed before the call: if the answer is lost or we die before the commit below, a pull still
+        # knows this write as ours, and a later removal knows an event may exist (pending_writes).
+        pending_writes.record(appointment_id, connection.id, calendar_id, event_id, "write", pushed_body)
         # If-Match: a doctor's edit in Google since our last write is never silently overwritten (412 →
         # pull first, then decide by direction and conflict rule).
         state = google.upsert_event(calendar_id, event_id, body, known=known, send_updates=send_updates,
@@ -615,13 +662,13 @@ class Bridge:
         values = dict(doctor_id=connection.doctor_id, connection=connection.id, event_id=state.event_id or event_id,
                       etag=state.etag, hangout_link=link, conference_status=conference_status,
                       conference_request=request_id if spec.telemedicine else "", pushed_hash=spec.fingerprint(),
-                      pushed_body={k: v for k, v in body.items() if k != "conferenceData"},
-                      google_updated=state.updated, state="active", updated_at=now)
+                      pushed_body=pushed_body, google_updated=state.updated, state="active", updated_at=now)
         action = "update" if (mapping is not None and mapping.state == "active") else "create"
         with transaction():
             (MeetMapping.insert(appointment_id=appointment_id, calendar_id=calendar_id, created_at=now, **values)
              .on_conflict(conflict_target=[MeetMapping.appointment_id, MeetMapping.calendar_id],
                           update={getattr(MeetMapping, k): v for k, v in values.items()}).execute())
+            pending_writes.clear(appointment_id, calendar_id)
             Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now, last_error="").where(
                 Connection.id == connection.id).execute()
         log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
@@ -656,12 +703,23 @@ class Bridge:
                      message="Google could not create a Meet conference; the sidecar will ask again on the next change")
         self._enqueue_push(appointment_id, connection.id)
 
+    def _remove_unconfirmed(self, pending: PendingWrite, connection: Connection, google) -> None:
+        """Delete the event an unconfirmed insert may have created (404/410: it never landed)."""
+        google.delete_event(pending.calendar_id, pending.event_id)
+        with transaction():
+            pending_writes.clear(pending.appointment_id, pending.calendar_id)
+            Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=utcnow()).where(
+                Connection.id == connection.id).execute()
+        log_sync("delete", "ok", doctor_id=connection.doctor_id, appointment_id=pending.appointment_id,
+                 message="an event created without a confirmation was removed")
+
     def _mark_deleted(self, mapping: MeetMapping, connection: Connection, action: str) -> None:
         now = utcnow()
         if mapping.hangout_link:
             self._enqueue_meet_link(mapping.appointment_id)
         with transaction():
             MeetMapping.update(state="deleted", pushed_hash="", updated_at=now).where(MeetMapping.id == mapping.id).execute()
+            pending_writes.clear(mapping.appointment_id, mapping.calendar_id)
             Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now).where(
                 Connection.id == connection.id).execute()
         log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=mapping.appointment_id)
@@ -742,7 +800,8 @@ class Bridge:
         self.rt.request_poll()
 
     def reset_sync(self, connection: Connection, remove_events: bool = False) -> int:
-        """Rebuild the doctor's mapping from the events' private properties, then resync everything.
+        """Rebuild the doctor's mapping from the events' private properties, then (once someone confirms the
+        preview again, ``wp_bridge.preview``) resync everything.
 
         ``remove_events`` deletes this site's events from the destination calendar first (they are then
         created again). Sync tokens are forgotten. Returns how many events were found in Google.
@@ -752,6 +811,10 @@ class Bridge:
         found = google.our_events(connection.calendar_id, self.site, start, end)
         now = utcnow()
         with transaction():
+            # Held until someone confirms the preview again (wp_bridge.preview), so no poll races the reset.
+            Connection.update(sync_confirmed_at=None, sync_confirmed_by="").where(
+                Connection.id == connection.id).execute()
+            connection.sync_confirmed_at, connection.sync_confirmed_by = None, ""
             MeetMapping.delete().where(MeetMapping.calendar_id == connection.calendar_id).execute()
             SyncCursor.update(sync_token=None).where(SyncCursor.connection == connection.id).execute()
         for event in found:
@@ -817,7 +880,7 @@ class Bridge:
         """
         pulled = 0
         for connection in self._connections().values():
-            if connection.state == "active":
+            if connection.state == "active" and not connection.awaiting_confirmation:
                 self.pull_connection(connection)
                 try:
                     self.inbound.ensure_channels(connection)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import requests
 
 from .e2ee import ClientKey, DecryptError
-from .models import (Appointment, BadAppointment, Doctor, DoctorService, EventTemplate, SiteInfo,
+from .models import (Appointment, BadAppointment, Clinic, Doctor, DoctorService, EventTemplate, SiteInfo,
                      parse_service_ids, row_hash)
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,12 @@ class KiviCareClient:
             except (KeyError, TypeError, ValueError):
                 log.warning("skipped a doctor-service row with a malformed id")
         return out
+
+    def list_clinics(self) -> list[Clinic]:
+        """``GET /clinics?perPage=all`` (fixture 046; API.md 3): the site's clinics, for the settings page."""
+        rows = self._items(self.request("GET", "/clinics", {"perPage": "all"}), "clinics", "/clinics")
+        return [Clinic(id=int(r["id"]), name=str(r.get("name") or "")) for r in rows
+                if isinstance(r, dict) and str(r.get("id", "")).isdigit()]
 
     def event_template(self) -> EventTemplate:
         """``GET /settings/google-event-template`` (fixture 137; double-wrapped): the doctor template."""

@@ -1,4 +1,5 @@
-"""The unattended bridge loop (``schedule``): poll KiviCare every ``poll_seconds``, run jobs in workers.
+"""The unattended bridge loop (``schedule``): poll KiviCare every ``poll_seconds``, run jobs in workers,
+and once a day (and once at start) purge old log rows (``wp_bridge.retention``).
 
 A poll also runs at once when something asks for it (a doctor connected, a setting changed).
 KiviCare or Google being down never ends the loop: the poll logs and tries again next time, and
@@ -12,6 +13,7 @@ import threading
 
 import schedule
 
+from . import retention
 from .jobs import worker_id
 from .kivicare import KiviCareError
 
@@ -32,6 +34,7 @@ class BridgeLoop:
 
     def start(self) -> None:
         self.scheduler.every(int(self.rt.cfg.get("bridge.poll_seconds"))).seconds.do(self.poll)
+        self.scheduler.every(1).days.do(self.purge)
         self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
         for n in range(self.workers):
             self.threads.append(threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True))
@@ -62,6 +65,16 @@ class BridgeLoop:
         except Exception:
             log.exception("pull failed")
 
+    def purge(self) -> None:
+        """Delete log rows older than ``sync.log_retention_days`` (batched); never ends the loop."""
+        try:
+            removed = retention.purge(self.rt.cfg)
+        except Exception:  # e.g. the database briefly locked: tomorrow's run catches up
+            log.exception("purging old log rows failed")
+            return
+        if any(removed.values()):
+            log.info("purged old rows: %s", ", ".join(f"{n} {table}" for table, n in removed.items() if n))
+
     def _startup(self) -> bool:
         """Run the start checks until KiviCare answers. False when syncing must not start (RefuseToRun)."""
         from .bridge import RefuseToRun
@@ -88,6 +101,7 @@ class BridgeLoop:
         if not self._startup():
             return
         self.poll()
+        self.purge()  # a process restarted more often than daily still purges
         while not self.stopping.is_set():
             self.scheduler.run_pending()
             if self.rt.poll_requested.wait(timeout=1.0) and not self.stopping.is_set():

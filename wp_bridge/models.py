@@ -258,6 +258,14 @@ class DoctorService:
 
 
 @dataclass(frozen=True)
+class Clinic:
+    """A KiviCare clinic (``GET /clinics``, fixture 046): ``id`` is ``kc_clinics.id`` (a string on the wire)."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
 class EventTemplate:
     """KiviCare's Google event template (``GET /settings/google-event-template``, API.md 5)."""
 

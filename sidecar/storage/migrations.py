@@ -34,11 +34,31 @@ def _v3_two_way(db: peewee.Database) -> None:
     add_column_if_missing(db, "kc_appointments", "changed_at", m.Appointment.changed_at)
 
 
+def _v4_audit(db: peewee.Database) -> None:
+    db.create_tables([m.AuditEntry], safe=True)
+
+
+def _v5_pending_writes(db: peewee.Database) -> None:
+    db.create_tables([m.PendingWrite], safe=True)
+
+
+def _v6_first_sync_confirmation(db: peewee.Database) -> None:
+    add_column_if_missing(db, "calendar_connections", "sync_confirmed_at", m.Connection.sync_confirmed_at)
+    add_column_if_missing(db, "calendar_connections", "sync_confirmed_by", m.Connection.sync_confirmed_by)
+    # Connections that already had a calendar were syncing: they stay confirmed. Only new connections
+    # (and resets) wait for someone to confirm the first-sync preview.
+    m.Connection.update(sync_confirmed_at=m.utcnow(), sync_confirmed_by="migration").where(
+        m.Connection.calendar_id.is_null(False) & m.Connection.sync_confirmed_at.is_null()).execute()
+
+
 MIGRATIONS = (
     (1, "initial: settings, accounts, doctors, connections, appointments, meet mappings, jobs, sync log",
      _v1_initial),
     (2, "seen keys: single-use SSO tokens from the companion plugin", _v2_seen_keys),
     (3, "two-way sync: sync cursors, busy blocks, conflicts", _v3_two_way),
+    (4, "audit trail of admin actions", _v4_audit),
+    (5, "pending writes: Google writes sent but not yet confirmed (echoes, lost answers)", _v5_pending_writes),
+    (6, "first-sync confirmation: sync waits until someone confirms the preview", _v6_first_sync_confirmation),
 )
 
 

@@ -153,12 +153,21 @@ class Connection(BaseModel):
     last_sync_at = UTCDateTimeField(null=True)
     synced_count = peewee.IntegerField(default=0)
     failed_count = peewee.IntegerField(default=0)
+    # None: the first sync (or the sync after a reset) waits until someone confirms its preview
+    # (wp_bridge.preview); nothing is written to Google or KiviCare for this connection meanwhile.
+    sync_confirmed_at = UTCDateTimeField(null=True)
+    sync_confirmed_by = peewee.CharField(max_length=150, default="")
     created_at = UTCDateTimeField(default=utcnow)
     updated_at = UTCDateTimeField(default=utcnow)
 
     class Meta:
         table_name = "calendar_connections"
         indexes = ((("doctor", "provider"), True),)
+
+    @property
+    def awaiting_confirmation(self) -> bool:
+        """True while the first sync (or the sync after a reset) waits for its preview to be confirmed."""
+        return self.sync_confirmed_at is None
 
 
 class Appointment(BaseModel):
@@ -222,6 +231,30 @@ class MeetMapping(BaseModel):
 
     class Meta:
         table_name = "kc_appointment_google_meet_mappings"
+        indexes = ((("appointment_id", "calendar_id"), True),)
+
+
+class PendingWrite(BaseModel):
+    """Google writes for one (appointment, calendar) sent but not yet confirmed in the mapping table.
+
+    Committed before each insert, patch or delete and removed in the transaction that records Google's
+    answer, so it survives a lost answer or a SIGKILL between the call and the commit. ``sent`` lists
+    what went out since the last confirmed write, oldest first: ``{"op": "write", "body": {fields we
+    own}}`` or ``{"op": "delete"}``. A pull that finds one of them in Google knows it is our own write
+    coming back (DESIGN invariant 4); a removal with no mapping deletes ``event_id`` in case an insert
+    landed unseen (invariant 1).
+    """
+
+    appointment_id = peewee.CharField(max_length=32, index=True)
+    connection = peewee.ForeignKeyField(Connection, null=True, on_delete="CASCADE")
+    calendar_id = peewee.CharField(max_length=1024)
+    event_id = peewee.CharField(max_length=1024)
+    sent = JSONTextField(default=list)
+    started_at = UTCDateTimeField(default=utcnow)
+    updated_at = UTCDateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "pending_writes"
         indexes = ((("appointment_id", "calendar_id"), True),)
 
 
@@ -337,6 +370,25 @@ class SeenKey(BaseModel):
         primary_key = peewee.CompositeKey("kind", "key")
 
 
+class AuditEntry(BaseModel):
+    """An admin action, for the audit trail page (``/audit``): who did what to which setting or doctor.
+
+    ``actor`` is the signed-in person's name ("" = nobody signed in, e.g. a failed sign-in), ``role``
+    their role; ``target`` names the setting, doctor or conflict; ``detail`` never holds a secret's value.
+    """
+
+    at = UTCDateTimeField(default=utcnow, index=True)
+    actor = peewee.CharField(max_length=150, default="")
+    role = peewee.CharField(max_length=20, default="")
+    action = peewee.CharField(max_length=40, index=True)
+    target = peewee.CharField(max_length=255, default="")
+    detail = peewee.TextField(default="")
+    ip = peewee.CharField(max_length=45, default="")
+
+    class Meta:
+        table_name = "audit_log"
+
+
 ALL_MODELS = (SchemaVersion, SettingRow, AdminUser, OneTimeToken, OAuthState, Doctor, Connection,
-              Appointment, RejectedRow, MeetMapping, Job, SyncLog, SeenKey, SyncCursor, BusyBlock,
-              Conflict)
+              Appointment, RejectedRow, MeetMapping, PendingWrite, Job, SyncLog, SeenKey, SyncCursor, BusyBlock,
+              Conflict, AuditEntry)

@@ -10,6 +10,8 @@
   doctor signed in from WordPress on ``/me``), the OAuth callback, the calendar choice, the calendars
   that block booking time, reset sync, disconnect;
 - ``conflicts``: changes the sidecar will not decide alone, side by side, resolved by an admin;
+- ``synclog_page``: the sync log (``/log``): filters, pages, CSV export, next steps for failures;
+- ``audit``: the audit trail of admin actions (``/audit``) and ``audit.record`` for the other blueprints;
 - ``hooks``: signed calls from the companion plugin (``/hooks/kivicare`` hints, ``/hooks/ping``);
 - ``health``: ``/healthz`` for load balancers and monitors.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 from flask import Flask, redirect, render_template, request, url_for
 from flask_babel import Babel
+from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from ..config import ROOT
@@ -71,17 +74,21 @@ def create_app(runtime) -> Flask:
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", str(ROOT / "sidecar" / "translations"))
     Babel(app, locale_selector=_locale)
 
-    from . import auth, conflicts, connect, dashboard, google_hooks, health, hooks, settings, sso
+    from . import audit, auth, conflicts, connect, dashboard, google_hooks, health, hooks, settings, sso
+    from . import navigation, synclog_page
     app.extensions["sidecar_hints"] = hooks.HintDispatcher(runtime)
     for blueprint in (auth.bp, sso.bp, dashboard.bp, settings.bp, connect.bp, conflicts.bp, hooks.bp,
-                      google_hooks.bp, health.bp):
+                      google_hooks.bp, health.bp, audit.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(synclog_page.bp)  # /log and /log.csv
+    navigation.install(app)  # nav_items(), home_url(), page_language() for base.html
     csrf.exempt(hooks.bp)  # signed with the shared secret instead; no browser session involved
     csrf.exempt(google_hooks.bp)  # Google's channel token instead
 
     app.add_template_filter(common.relative, "relative")
     app.add_template_filter(common.absolute, "absolute")
     app.add_template_filter(common.iso, "iso")
+    app.add_template_filter(common.clock, "clock")
 
     @app.context_processor
     def page_globals():
@@ -122,19 +129,19 @@ def create_app(runtime) -> Flask:
 
     @app.errorhandler(CSRFError)
     def csrf_failed(_error):
-        return render_template("error.html", title="This form has expired",
-                               message="The page was open for too long, or the form came from another site. "
-                                       "Go back, reload the page and try again."), 400
+        return render_template("error.html", title=_("This form has expired"),
+                               message=_("The page was open for too long, or the form came from another site. "
+                                         "Go back, reload the page and try again.")), 400
 
     @app.errorhandler(404)
     def not_found(_error):
-        return render_template("error.html", title="Page not found",
-                               message="There is no page at this address."), 404
+        return render_template("error.html", title=_("Page not found"),
+                               message=_("There is no page at this address.")), 404
 
     @app.errorhandler(500)
     def server_error(_error):
-        return render_template("error.html", title="Something went wrong",
-                               message="The sidecar could not finish this request. The details are in its log."), 500
+        return render_template("error.html", title=_("Something went wrong"),
+                               message=_("The sidecar could not finish this request. The details are in its log.")), 500
 
     return app
 

@@ -10,6 +10,7 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 
 from ..storage import transaction
 from ..storage.models import AdminUser
+from . import audit
 from .security import (SETUP_TTL, admin_exists, authenticate, check_new_credentials, consume_token,
                        current_admin, hash_password, limiter, new_token, safe_next, start_admin_session,
                        valid_token)
@@ -68,6 +69,7 @@ def setup():
                     return redirect(url_for("auth.login"))
                 user = AdminUser.create(username=username, password_hash=hash_password(password))
             start_admin_session(user)
+            audit.record("admin_created", user.username, "first-run setup link")
             flash("Your admin account is ready. Next: enter the Google and KiviCare settings.", "ok")
             return redirect(url_for("settings.index"))
     return render_template("auth/setup.html", token=token, username=username, errors=errors), (
@@ -91,10 +93,12 @@ def login():
             user = authenticate(username, password)
             if user is None:
                 limiter().failed(ip, username)
+                audit.record("sign_in_failed", username, "local account: wrong user name or password")
                 error, status = "The user name or password is not correct.", 401
             else:
                 limiter().succeeded(ip, username)
                 start_admin_session(user)
+                audit.record("signed_in", user.username, "local account")
                 return redirect(safe_next(next_url))
     return render_template("auth/login.html", username=username, error=error, next_url=next_url), status
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import current_app
+from flask import current_app, g, has_request_context
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from ..storage.models import utcnow
 
@@ -19,12 +21,19 @@ def runtime():
 # ---- times ------------------------------------------------------------------------------------
 
 def site_zone() -> tuple[ZoneInfo, str]:
-    """The clinic's timezone (``state.site_timezone``, kept by the engine and by the KiviCare test), else UTC."""
+    """The clinic's timezone (``state.site_timezone``, kept by the engine and by the KiviCare test), else UTC.
+    Read once per request (pages format many times with it)."""
+    cached = getattr(g, "sidecar_site_zone", None) if has_request_context() else None
+    if cached is not None:
+        return cached
     name = runtime().get_state("site_timezone")
     try:
-        return ZoneInfo(name), name
+        found = ZoneInfo(name), name
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        return ZoneInfo("UTC"), "UTC"
+        found = ZoneInfo("UTC"), "UTC"
+    if has_request_context():
+        g.sidecar_site_zone = found
+    return found
 
 
 def as_datetime(value) -> datetime | None:
@@ -42,21 +51,25 @@ def as_datetime(value) -> datetime | None:
 
 
 def relative(value, now: datetime | None = None) -> str:
-    """"3 minutes ago", "in 2 hours", "never"."""
+    """"3 minutes ago", "in 2 hours", "never" (translated)."""
     moment = as_datetime(value)
     if moment is None:
-        return "never"
+        return _("never")
     seconds = ((now or utcnow()) - moment).total_seconds()
     future = seconds < 0
     seconds = abs(seconds)
     if seconds < 45:
-        return "just now"
-    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= size:
-            count = int(round(seconds / size)) if size == 60 else int(seconds // size)
-            text = f"{count} {unit}{'' if count == 1 else 's'}"
-            return f"in {text}" if future else f"{text} ago"
-    return "just now"
+        return _("just now")
+    if seconds >= 86400:
+        count = int(seconds // 86400)
+        text = ngettext("%(num)d day", "%(num)d days", count)
+    elif seconds >= 3600:
+        count = int(seconds // 3600)
+        text = ngettext("%(num)d hour", "%(num)d hours", count)
+    else:
+        count = max(1, int(round(seconds / 60)))
+        text = ngettext("%(num)d minute", "%(num)d minutes", count)
+    return _("in %(span)s", span=text) if future else _("%(span)s ago", span=text)
 
 
 def absolute(value) -> str:
@@ -66,6 +79,12 @@ def absolute(value) -> str:
         return ""
     zone, name = site_zone()
     return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") + f" ({name})"
+
+
+def clock(value) -> str:
+    """``2025-03-04 14:05`` in the clinic's timezone, for tables whose heading names the zone; "" for no time."""
+    moment = as_datetime(value)
+    return moment.astimezone(site_zone()[0]).strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
 def iso(value) -> str:

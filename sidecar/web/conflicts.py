@@ -15,14 +15,18 @@ e-mail patients, which is the clinic's decision, not one calendar owner's).
 from __future__ import annotations
 
 import logging
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ..calendars.base import CalendarAuthError, CalendarError
 from ..storage.models import Conflict, Doctor
-from .common import as_datetime, doctor_zone, local_date, local_span, runtime
+from . import audit
+from .common import as_datetime, doctor_zone, local_date, local_span, runtime, site_zone
 from .security import admin_required, current_user, roles_required
 
 log = logging.getLogger(__name__)
@@ -31,15 +35,15 @@ bp = Blueprint("conflicts", __name__)
 RESOLVED_SHOWN = 50
 
 KIND_LABELS = {
-    "both_changed": "Both sides changed",
-    "move_without_plugin": "Moved in Google, but KiviCare cannot be changed safely",
-    "mass_cancel": "Many appointments deleted in Google at once",
+    "both_changed": _l("Both sides changed"),
+    "move_without_plugin": _l("Moved in Google, but KiviCare cannot be changed safely"),
+    "mass_cancel": _l("Many appointments deleted in Google at once"),
 }
-STATUS_NAMES = {0: "Cancelled", 1: "Booked", 2: "Pending", 3: "Checked out", 4: "Checked in"}
-RESOLUTION_LABELS = {"kivicare": "KiviCare's version kept", "google": "Google's version kept",
-                     "dismissed": "dismissed"}
-MASS_RESOLUTION_LABELS = {"kivicare": "events restored", "google": "appointments cancelled",
-                          "dismissed": "dismissed"}
+STATUS_NAMES = {0: _l("Cancelled"), 1: _l("Booked"), 2: _l("Pending"), 3: _l("Checked out"), 4: _l("Checked in")}
+RESOLUTION_LABELS = {"kivicare": _l("KiviCare's version kept"), "google": _l("Google's version kept"),
+                     "dismissed": _l("dismissed")}
+MASS_RESOLUTION_LABELS = {"kivicare": _l("events restored"), "google": _l("appointments cancelled"),
+                          "dismissed": _l("dismissed")}
 
 
 # ---- queries -------------------------------------------------------------------------------------
@@ -70,7 +74,7 @@ def _status_text(version: dict) -> str:
     if name:
         return str(name)
     status = version.get("status")
-    return STATUS_NAMES.get(status, "") if isinstance(status, int) else ""
+    return str(STATUS_NAMES.get(status, "")) if isinstance(status, int) else ""
 
 
 def _local_moment(value, zone) -> str:
@@ -78,15 +82,31 @@ def _local_moment(value, zone) -> str:
     return f"{local_date(moment, zone)} {moment.astimezone(zone):%H:%M}" if moment else ""
 
 
-def conflict_view(conflict: Conflict, names: dict[int, str]) -> dict:
-    """Everything one conflict shows: both versions in the doctor's timezone, the message, the choices."""
-    zone, zone_name = doctor_zone(conflict.doctor_id)
+def changed_rows(kivicare: dict, google: dict) -> dict[str, bool]:
+    """Which rows of the side-by-side table differ (``date``, ``time``, ``status``), to highlight them. An
+    event deleted in Google differs everywhere; a status Google does not carry is not a difference."""
+    if google.get("deleted") or kivicare.get("deleted"):
+        return {"date": True, "time": True, "status": True}
+    return {"date": kivicare.get("date") != google.get("date"), "time": kivicare.get("time") != google.get("time"),
+            "status": bool(kivicare.get("status") and google.get("status")
+                           and kivicare.get("status") != google.get("status"))}
+
+
+def conflict_view(conflict: Conflict, names: dict[int, str], zones: dict | None = None) -> dict:
+    """Everything one conflict shows: both versions in the doctor's timezone, what differs between them,
+    the message, the choices. Times are the stored UTC instants shown in the doctor's zone (zoneinfo).
+    ``zones`` (``{doctor_id: (ZoneInfo, name)}``, from ``doctor_zones()``) saves a query per conflict."""
+    if zones is None:
+        zone, zone_name = doctor_zone(conflict.doctor_id)
+    else:
+        zone, zone_name = zones.get(conflict.doctor_id) or site_zone()
     kivicare = conflict.kivicare or {}
     google = conflict.google or {}
     view = {
-        "id": conflict.id, "kind": conflict.kind, "kind_label": KIND_LABELS.get(conflict.kind, conflict.kind),
+        "id": conflict.id, "kind": conflict.kind, "kind_label": str(KIND_LABELS.get(conflict.kind, conflict.kind)),
         "doctor_id": conflict.doctor_id,
-        "doctor": names.get(conflict.doctor_id) or (f"Doctor #{conflict.doctor_id}" if conflict.doctor_id else ""),
+        "doctor": names.get(conflict.doctor_id) or (_("Doctor #%(id)s", id=conflict.doctor_id) if conflict.doctor_id
+                                                    else ""),
         "appointment_id": conflict.appointment_id, "message": conflict.message, "zone": zone_name,
         "created_at": conflict.created_at, "resolved_at": conflict.resolved_at, "resolved_by": conflict.resolved_by,
         "resolution": conflict.resolution, "mass": conflict.kind == "mass_cancel",
@@ -95,7 +115,7 @@ def conflict_view(conflict: Conflict, names: dict[int, str]) -> dict:
         ids = [str(i) for i in kivicare.get("appointments") or []]
         view.update(appointments=ids, count=len(ids), upcoming=kivicare.get("upcoming"),
                     deleted_events=google.get("deleted_events", len(ids)),
-                    resolution_label=MASS_RESOLUTION_LABELS.get(conflict.resolution, conflict.resolution))
+                    resolution_label=str(MASS_RESOLUTION_LABELS.get(conflict.resolution, conflict.resolution)))
         return view
     deleted = bool(google.get("deleted"))
     view.update(
@@ -105,13 +125,25 @@ def conflict_view(conflict: Conflict, names: dict[int, str]) -> dict:
                    else {"date": "", "time": ""}),
                 "status": _status_text(google), "deleted": deleted, "updated": as_datetime(google.get("updated")),
                 "updated_local": _local_moment(google.get("updated"), zone)},
-        resolution_label=RESOLUTION_LABELS.get(conflict.resolution, conflict.resolution),
+        resolution_label=str(RESOLUTION_LABELS.get(conflict.resolution, conflict.resolution)),
     )
+    view["changed"] = changed_rows(view["kivicare"], view["google"])
     return view
 
 
 def _doctor_names() -> dict[int, str]:
     return {d.id: d.name for d in Doctor.select(Doctor.id, Doctor.name)}
+
+
+def doctor_zones() -> dict[int, tuple]:
+    """``{doctor_id: (ZoneInfo, name)}`` for doctors with a valid timezone of their own (one query)."""
+    zones = {}
+    for doctor_id, name in Doctor.select(Doctor.id, Doctor.timezone).where(Doctor.timezone.is_null(False)).tuples():
+        try:
+            zones[doctor_id] = (ZoneInfo(name), name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return zones
 
 
 # ---- views ---------------------------------------------------------------------------------------
@@ -121,10 +153,11 @@ def _doctor_names() -> dict[int, str]:
 def index():
     user = current_user()
     names = _doctor_names()
+    zones = doctor_zones()
     query = visible_conflicts(user)
-    open_rows = [conflict_view(c, names) for c in
+    open_rows = [conflict_view(c, names, zones) for c in
                  query.where(Conflict.state == "open").order_by(Conflict.created_at.desc(), Conflict.id.desc())]
-    resolved = [conflict_view(c, names) for c in
+    resolved = [conflict_view(c, names, zones) for c in
                 visible_conflicts(user).where(Conflict.state != "open")
                 .order_by(Conflict.resolved_at.desc(), Conflict.id.desc()).limit(RESOLVED_SHOWN)]
     rt = runtime()
@@ -148,8 +181,9 @@ def resolve(conflict_id: int):
         abort(404)
     choice = request.form.get("choice", "")
     back = redirect(url_for("conflicts.index"), code=303)
-    what = ("appointments " + ", ".join(str(i) for i in (conflict.kivicare or {}).get("appointments") or [])
-            if conflict.kind == "mass_cancel" else f"appointment {conflict.appointment_id}")
+    ids = ", ".join(str(i) for i in (conflict.kivicare or {}).get("appointments") or [])
+    what = (_("appointments %(ids)s", ids=ids) if conflict.kind == "mass_cancel"
+            else _("appointment %(id)s", id=conflict.appointment_id))
     rt = runtime()
     try:
         rt.bridge.inbound.resolve(conflict_id, choice, by=current_user().name)
@@ -157,35 +191,37 @@ def resolve(conflict_id: int):
         flash(str(exc), "error")
         return back
     except CalendarAuthError:
-        flash("Google no longer accepts this doctor's connection, so the choice could not be applied. Reconnect "
-              "the doctor's calendar, then choose again.", "error")
+        flash(_("Google no longer accepts this doctor's connection, so the choice could not be applied. Reconnect "
+                "the doctor's calendar, then choose again."), "error")
         return back
     except CalendarError as exc:
         log.warning("resolving conflict %s failed at Google: %s", conflict_id, type(exc).__name__)
-        flash("Google did not answer, so the choice could not be applied. The conflict stays open: try again in "
-              "a moment.", "error")
+        flash(_("Google did not answer, so the choice could not be applied. The conflict stays open: try again "
+                "in a moment."), "error")
         return back
     except KiviCareError as exc:
-        flash("KiviCare could not be changed, so the conflict stays open: " + kivicare_message(exc), "error")
+        flash(_("KiviCare could not be changed, so the conflict stays open:") + " " + kivicare_message(exc), "error")
         return back
     except CompanionError as exc:
-        flash("The companion plugin could not be used, so the conflict stays open: " + companion_message(exc),
+        flash(_("The companion plugin could not be used, so the conflict stays open:") + " " + companion_message(exc),
               "error")
         return back
     rt.request_poll()
+    audit.record("conflict_resolved", f"conflict {conflict_id}", f"{choice}: {what}")
     if conflict.kind == "mass_cancel":
-        done = ("The events of " + what + " will be put back in Google.") if choice == "kivicare" else \
-               (what[0].upper() + what[1:] + " were cancelled in KiviCare; KiviCare e-mails the patients.")
+        done = (_("The events of %(what)s will be put back in Google.", what=what) if choice == "kivicare" else
+                _("Appointments %(ids)s were cancelled in KiviCare; KiviCare e-mails the patients.", ids=ids))
     else:
-        done = (f"KiviCare's version of {what} was kept; Google's event is put back." if choice == "kivicare"
-                else f"Google's version of {what} was kept and applied to KiviCare.")
-    flash("Conflict resolved. " + done, "ok")
+        done = (_("KiviCare's version of %(what)s was kept; Google's event is put back.", what=what)
+                if choice == "kivicare" else
+                _("Google's version of %(what)s was kept and applied to KiviCare.", what=what))
+    flash(_("Conflict resolved.") + " " + done, "ok")
     reopened = (Conflict.select().where((Conflict.state == "open") & (Conflict.id > conflict_id)
                                         & (Conflict.appointment_id == conflict.appointment_id)
                                         & (Conflict.appointment_id != "")).exists())
     if reopened:
-        flash(f"KiviCare could not follow Google for {what} (is the companion plugin installed?), so a new "
-              "conflict was opened for it.", "error")
+        flash(_("KiviCare could not follow Google for %(what)s (is the companion plugin installed?), so a new "
+                "conflict was opened for it.", what=what), "error")
     return back
 
 

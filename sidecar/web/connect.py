@@ -9,6 +9,11 @@ Three ways in, one flow:
   sync, counts and recent activity, with Connect / Reconnect / Disconnect and the calendar choice
   for their own calendar only. Admins see the same page for any doctor at ``/doctors/<id>``.
 
+Right after the calendar choice, a new connection (or one whose sync an admin reset) shows the
+first-sync preview (``/connect/<id>/preview``, ``wp_bridge.preview``): "N events will be created in
+calendar X, M busy blocks". Nothing is written until the person who chose the calendar (an admin, or
+the doctor through their Connect link or WordPress sign-in) confirms it there.
+
 Both the calendar choice and the doctor's page also choose the calendars whose busy time blocks
 booking in KiviCare (``Connection.busy_calendars``; None means "the destination calendar", which is
 the default and follows a change of destination). Admins can reset a doctor's sync on
@@ -18,7 +23,7 @@ Google's ``state`` is bound to the browser's session as well as stored server-si
 PKCE verifier, ``sidecar.calendars.google_oauth``), so a callback started in another browser is
 refused. After the callback the session carries "may choose the calendar for doctor N", which
 is what lets a doctor from a Connect link finish without signing in. Everything works with plain
-links, forms and redirects (no JavaScript).
+links, forms and redirects (no JavaScript). Every sentence shown is translatable (Flask-Babel).
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
+
+from wp_bridge import preview as first_sync
 
 from .. import connections
 from ..calendars.base import CalendarAuthError, CalendarError
 from ..calendars.google_oauth import OAuthError, authorization_url, finish_authorization
 from ..storage import transaction
 from ..storage.models import BusyBlock, Conflict, Connection, Doctor, OneTimeToken, utcnow
+from . import audit
 from .common import runtime
 from .security import (CONNECT_TTL, admin_required, consume_token, current_admin, current_user, forbidden,
                        new_token, release_token, roles_required, valid_token)
@@ -53,14 +63,15 @@ def refresh_doctors() -> str:
 
     rt = runtime()
     if not rt.cfg.get("kivicare.base_url"):
-        return "The KiviCare site is not set yet (Settings). Doctors already known are listed."
+        return _("The KiviCare site is not set yet (Settings). Doctors already known are listed.")
     try:
         doctors = rt.kivicare().list_doctors()
     except KiviCareError as exc:
-        return kivicare_message(exc) + " Doctors already known are listed."
+        return kivicare_message(exc) + " " + _("Doctors already known are listed.")
     except Exception as exc:
         log.warning("listing KiviCare doctors failed: %s", type(exc).__name__)
-        return f"The doctors could not be loaded from KiviCare ({type(exc).__name__}). Doctors already known are listed."
+        return _("The doctors could not be loaded from KiviCare (%(error)s). Doctors already known are listed.",
+                 error=type(exc).__name__)
     now = utcnow()
     with transaction():
         for d in doctors:
@@ -73,7 +84,7 @@ def refresh_doctors() -> str:
 
 def doctor_name(doctor_id: int) -> str:
     doctor = Doctor.get_or_none(Doctor.id == doctor_id)
-    return (doctor.name if doctor and doctor.name else f"Doctor #{doctor_id}")
+    return doctor.name if doctor and doctor.name else _("Doctor #%(id)s", id=doctor_id)
 
 
 def ensure_doctor(doctor_id: int) -> None:
@@ -104,7 +115,24 @@ def _is_own_doctor(doctor_id: int) -> bool:
 
 
 def _may_choose_calendar(doctor_id: int) -> bool:
+    """An admin, the doctor signed in from WordPress, or the browser that just finished the doctor's
+    Connect link: they choose the calendars and confirm the first sync."""
     return current_admin() is not None or _is_own_doctor(doctor_id) or session.get("connect_doctor") == doctor_id
+
+
+def _refuse_chooser(doctor_id: int, message: str):
+    """The answer for someone who may not act on ``doctor_id``'s connection: sign in first, or 403."""
+    if current_user() is None and "connect_doctor" not in session:
+        return redirect(url_for("auth.login", next=request.path))
+    return forbidden(message)
+
+
+def _who() -> str:
+    """Who confirmed, for ``Connection.sync_confirmed_by``: the signed-in name, or "Connect link"."""
+    user = current_user()
+    if user is None:
+        return "Connect link"
+    return f"{user.name} ({user.role})"
 
 
 def _start_google(doctor_id: int, via: dict):
@@ -164,7 +192,7 @@ def save_busy_calendars(conn: Connection, submitted: list[str], allowed: set[str
     """
     ids = [c for c in dict.fromkeys(submitted) if c]
     if any(c not in allowed for c in ids) or len(ids) > 50:
-        raise ValueError("Choose calendars from the list.")
+        raise ValueError(_("Choose calendars from the list."))
     value = None if follow_destination or ids == [conn.calendar_id] else ids
     Connection.update(busy_calendars=value, updated_at=utcnow()).where(Connection.id == conn.id).execute()
     conn.busy_calendars = value
@@ -193,7 +221,7 @@ def index():
     """Doctors from KiviCare with their connection state and the connect actions."""
     problem = refresh_doctors()
     by_doctor = {c.doctor_id: c for c in Connection.select().where(Connection.provider == PROVIDER)}
-    doctors = [{"doctor": d, "connection": by_doctor.get(d.id)}
+    doctors = [{"doctor": d, "connection": by_doctor.get(d.id), "state": first_sync.display_state(by_doctor.get(d.id))}
                for d in Doctor.select().order_by(Doctor.name, Doctor.id)]
     new_link = session.pop("new_connect_link", None)  # shown once
     google_ready = bool(runtime().cfg.get("google.client_id"))
@@ -220,6 +248,7 @@ def create_link(doctor_id: int):
     if Doctor.get_or_none(Doctor.id == doctor_id) is None:
         abort(404)
     url = create_connect_link(runtime(), doctor_id)
+    audit.record("connect_link_created", audit.doctor(doctor_id))
     session["new_connect_link"] = {"doctor_id": doctor_id, "name": doctor_name(doctor_id), "url": url}
     return redirect(url_for("connect.index") + f"#doctor-{doctor_id}", code=303)
 
@@ -232,8 +261,9 @@ def disconnect(doctor_id: int):
     if conn is None:
         abort(404)
     connections.disconnect(runtime(), conn)
-    flash(f"{doctor_name(doctor_id)}'s Google Calendar is disconnected. Events already in the calendar stay there.",
-          "ok")
+    audit.record("disconnected", audit.doctor(doctor_id))
+    flash(_("%(name)s's Google Calendar is disconnected. Events already in the calendar stay there.",
+            name=doctor_name(doctor_id)), "ok")
     return redirect(url_for("connect.index") + f"#doctor-{doctor_id}", code=303)
 
 
@@ -246,8 +276,8 @@ def start():
     row = valid_token(token, "connect")
     if row is None:
         return render_template("connect/error.html", again="",
-                               message="This Connect link is not valid any more (it expires after 7 days and works "
-                                       "once). Ask the clinic's administrator for a new one."), 403
+                               message=_("This Connect link is not valid any more (it expires after 7 days and "
+                                         "works once). Ask the clinic's administrator for a new one.")), 403
     ensure_doctor(row.doctor_id)
     return render_template("connect/start.html", doctor_name=doctor_name(row.doctor_id), token=token)
 
@@ -274,29 +304,30 @@ def oauth_callback():
     expected = session.pop("oauth_state", None)
     via = session.pop("oauth_via", None) or {}
     if not state or state != expected:
-        return _oauth_failed("This Google sign-in was started in another browser or took too long. "
-                             "Start again from the same browser.", via)
+        return _oauth_failed(_("This Google sign-in was started in another browser or took too long. "
+                               "Start again from the same browser."), via)
     token_row = None
     if via.get("self"):
         if not _is_own_doctor(via.get("doctor_id")):
-            return _oauth_failed("Your session ended. Open the Google Calendar link in KiviCare again.", None, 403)
+            return _oauth_failed(_("Your session ended. Open the Google Calendar link in KiviCare again."),
+                                 None, 403)
     elif not via.get("admin"):
         token_row = valid_token(via.get("token"), "connect")
         if token_row is None:
-            return _oauth_failed("This Connect link is not valid any more. Ask the clinic's administrator "
-                                 "for a new one.", None, 403)
+            return _oauth_failed(_("This Connect link is not valid any more. Ask the clinic's administrator "
+                                   "for a new one."), None, 403)
     elif current_admin() is None:
-        return _oauth_failed("Your admin session ended. Sign in and start again.", None, 403)
+        return _oauth_failed(_("Your admin session ended. Sign in and start again."), None, 403)
     try:
         doctor_id, credentials = finish_authorization(runtime().cfg, runtime().box, state=state,
                                                       code=request.args.get("code"), error=request.args.get("error"))
     except OAuthError as exc:
         return _oauth_failed(str(exc), via)
     if doctor_id != via.get("doctor_id") or (token_row is not None and token_row.doctor_id != doctor_id):
-        return _oauth_failed("This Google sign-in belongs to another connection. Start again.", via)
+        return _oauth_failed(_("This Google sign-in belongs to another connection. Start again."), via)
     # The link is used up now, before anything is stored: two browsers cannot both finish with it.
     if token_row is not None and not consume_token(token_row):
-        return _oauth_failed("This Connect link was just used in another browser.", None, 409)
+        return _oauth_failed(_("This Connect link was just used in another browser."), None, 409)
     try:
         # Stores the grant; "pending" until a calendar is chosen (a reconnect keeps its calendar and resumes).
         connections.complete_authorization(runtime(), doctor_id, credentials)
@@ -304,8 +335,9 @@ def oauth_callback():
         log.warning("reading the Google account of doctor %s failed: %s", doctor_id, type(exc).__name__)
         if token_row is not None:
             release_token(token_row)  # not finished: the doctor may use the link again
-        return _oauth_failed("Google accepted the sign-in but did not answer when asked for the account. "
-                             "Try again in a moment.", via, 503)
+        return _oauth_failed(_("Google accepted the sign-in but did not answer when asked for the account. "
+                               "Try again in a moment."), via, 503)
+    audit.record("connected", audit.doctor(doctor_id), "Connect link" if token_row is not None else "")
     session["connect_doctor"] = doctor_id
     session.permanent = True
     return redirect(url_for("connect.calendar", doctor_id=doctor_id), code=303)
@@ -315,23 +347,22 @@ def oauth_callback():
 
 @bp.route("/connect/<int:doctor_id>/calendar", methods=["GET", "POST"])
 def calendar(doctor_id: int):
-    """Pick the calendar that receives the appointments (radio buttons), then start syncing."""
+    """Pick the calendar that receives the appointments (radio buttons), then the first-sync preview
+    (a new or reset connection) or the "connected" page."""
     if not _may_choose_calendar(doctor_id):
-        if current_user() is None and "connect_doctor" not in session:
-            return redirect(url_for("auth.login", next=request.path))
-        return forbidden("You can choose the calendar only for your own Google connection.")
+        return _refuse_chooser(doctor_id, _("You can choose the calendar only for your own Google connection."))
     conn = _connection(doctor_id)
     if conn is None or not conn.refresh_token or conn.state == "disconnected":
-        return _oauth_failed("This doctor's Google account is not connected. Connect it first.", None, 409)
+        return _oauth_failed(_("This doctor's Google account is not connected. Connect it first."), None, 409)
     name = doctor_name(doctor_id)
     try:
         every_calendar = connections.calendars(runtime(), conn, include_read_only=True)
     except CalendarAuthError:
-        return _oauth_failed("Google no longer accepts this connection. Connect again.", None, 409)
+        return _oauth_failed(_("Google no longer accepts this connection. Connect again."), None, 409)
     except CalendarError as exc:
         log.warning("listing calendars of connection %s failed: %s", conn.id, type(exc).__name__)
         return render_template("connect/error.html", again=request.path,
-                               message="Google did not answer in time. Wait a moment and try again."), 503
+                               message=_("Google did not answer in time. Wait a moment and try again.")), 503
     # Appointments go to a writable calendar; any calendar, free/busy-only included, may block time.
     calendars = [c for c in every_calendar if c.access_role in connections.WRITABLE]
     error = ""
@@ -342,19 +373,21 @@ def calendar(doctor_id: int):
         follow = (conn.busy_calendars is None and busy == [request.form.get("busy_default", "")]
                   and bool(busy[0]))
         if request.form.get("busy_form") and any(c not in busy_allowed for c in busy):
-            error = "Choose the calendars that block booking time from the list."
+            error = _("Choose the calendars that block booking time from the list.")
         else:
             try:
                 connections.choose_calendar(runtime(), conn, request.form.get("calendar_id", ""))
             except ValueError:
-                error = "Choose one of the calendars."
+                error = _("Choose one of the calendars.")
             except CalendarError as exc:
                 log.warning("choosing the calendar of connection %s failed: %s", conn.id, type(exc).__name__)
-                error = "Google did not answer in time. Try again in a moment."
+                error = _("Google did not answer in time. Try again in a moment.")
             else:
                 if request.form.get("busy_form"):  # forms without the fieldset leave the choice alone
                     save_busy_calendars(conn, busy, busy_allowed, follow_destination=follow)
                 runtime().request_poll()
+                if conn.awaiting_confirmation:
+                    return redirect(url_for("connect.preview", doctor_id=doctor_id), code=303)
                 return redirect(url_for("connect.done", doctor_id=doctor_id), code=303)
     selected = request.form.get("calendar_id") or preferred_calendar(calendars, conn.calendar_id)
     busy_rows = busy_choices(every_calendar, conn, destination=selected)
@@ -364,17 +397,69 @@ def calendar(doctor_id: int):
             row["checked"] = row["id"] in ticked
     return render_template("connect/calendar.html", doctor_id=doctor_id, doctor_name=name, calendars=calendars,
                            selected=selected, account_email=conn.account_email, error=error,
-                           busy=busy_rows, busy_default=selected if conn.busy_calendars is None else ""), \
+                           busy=busy_rows, busy_default=selected if conn.busy_calendars is None else "",
+                           first_sync=conn.awaiting_confirmation), \
         (400 if error else 200)
+
+
+# ---- the first-sync preview ------------------------------------------------------------------------
+
+@bp.route("/connect/<int:doctor_id>/preview", methods=["GET", "POST"])
+def preview(doctor_id: int):
+    """What the first sync (or the sync after a reset) will do, and the button that starts it.
+
+    GET: "N events will be created in calendar X, M busy blocks" (``wp_bridge.preview.compute``).
+    POST: confirm (``wp_bridge.preview.confirm``), then the "connected" page. For the admin, or the
+    doctor (signed in from WordPress, or the browser that finished their Connect link).
+    """
+    if not _may_choose_calendar(doctor_id):
+        return _refuse_chooser(doctor_id, _("Only the doctor or an administrator can start this calendar's sync."))
+    conn = _connection(doctor_id)
+    if conn is None or not conn.refresh_token or not conn.calendar_id \
+            or conn.state not in ("active", "needs_reconnect"):
+        return redirect(url_for("connect.calendar", doctor_id=doctor_id), code=303)
+    if not conn.awaiting_confirmation:
+        return redirect(url_for("connect.done", doctor_id=doctor_id), code=303)
+    if request.method == "POST":
+        try:
+            first_sync.confirm(runtime(), conn, by=_who())
+        except ValueError:
+            flash(_("This calendar cannot sync yet: connect it and choose a calendar first."), "error")
+            return redirect(url_for("connect.calendar", doctor_id=doctor_id), code=303)
+        audit.record("first_sync_confirmed", audit.doctor(doctor_id), conn.calendar_name or conn.calendar_id)
+        return redirect(url_for("connect.done", doctor_id=doctor_id), code=303)
+    try:
+        view = first_sync.compute(runtime(), conn)
+    except CalendarAuthError:
+        return _oauth_failed(_("Google no longer accepts this connection, so the preview cannot be made. "
+                               "Reconnect first."), {"self": True} if _is_own_doctor(doctor_id) else None, 409)
+    except CalendarError as exc:
+        log.warning("preview for connection %s failed: %s", conn.id, type(exc).__name__)
+        return render_template("connect/error.html", again=request.path,
+                               message=_("Google did not answer in time, so the preview cannot be shown. "
+                                         "Nothing was synced. Try again in a moment.")), 503
+    return render_template("connect/preview.html", doctor_id=doctor_id, doctor_name=doctor_name(doctor_id),
+                           conn=conn, view=view, summary=preview_summary(view))
+
+
+def preview_summary(view) -> str:
+    """The preview's headline: "N events will be created in calendar X, M busy blocks."."""
+    return _("%(events)s will be created in calendar %(calendar)s, %(blocks)s.",
+             events=ngettext("%(num)d event", "%(num)d events", view.create),
+             calendar=view.calendar_name,
+             blocks=ngettext("%(num)d busy block", "%(num)d busy blocks", view.busy_blocks))
 
 
 @bp.route("/connect/<int:doctor_id>/done")
 def done(doctor_id: int):
+    """"Connected": where the appointments go now."""
     if not _may_choose_calendar(doctor_id):
-        return forbidden("This page belongs to another doctor's connection.")
+        return forbidden(_("This page belongs to another doctor's connection."))
     conn = _connection(doctor_id)
     if conn is None or conn.state != "active":
         return redirect(url_for("connect.calendar", doctor_id=doctor_id))
+    if conn.awaiting_confirmation:
+        return redirect(url_for("connect.preview", doctor_id=doctor_id))
     return render_template("connect/done.html", doctor_name=doctor_name(doctor_id), conn=conn)
 
 
@@ -409,7 +494,7 @@ def _forget_calendars(conn: Connection) -> None:
 def busy_view(conn: Connection | None) -> dict:
     """The doctor page's "Calendars that block booking time": checkboxes from Google's calendar list
     (``available``), or why they cannot be shown (``error``) with the calendars blocking now (``saved``)."""
-    view = {"available": False, "rows": [], "error": "", "saved": []}
+    view = {"available": False, "rows": [], "error": "", "saved": [], "refused": False}
     if conn is None or conn.state != "active" or not conn.refresh_token or not conn.calendar_id:
         return view
     saved = conn.busy_calendars if conn.busy_calendars is not None else [conn.calendar_id]
@@ -417,11 +502,13 @@ def busy_view(conn: Connection | None) -> dict:
     try:
         calendars = _calendars_cached(conn)
     except CalendarAuthError:
-        view["error"] = "Google no longer accepts this connection. Reconnect to choose the calendars."
+        # Shown at once; the engine marks the connection "needs_reconnect" (and alerts) when it meets it.
+        view["refused"] = True
+        view["error"] = _("Google no longer accepts this connection. Reconnect to choose the calendars.")
         return view
     except Exception as exc:  # the page must not fail because Google is slow or down
         log.warning("listing calendars of connection %s failed: %s", conn.id, type(exc).__name__)
-        view["error"] = "The calendars could not be loaded from Google just now. Reload the page in a moment."
+        view["error"] = _("The calendars could not be loaded from Google just now. Reload the page in a moment.")
         return view
     view.update(available=True, rows=busy_choices(calendars, conn))
     return view
@@ -434,25 +521,28 @@ def doctor_view(doctor_id: int) -> dict:
                             empty_activity, missing_scopes, pending_jobs, recent_activity)
 
     conn = _connection(doctor_id)
-    state = conn.state if conn else None
+    busy = busy_view(conn)
+    state = first_sync.display_state(conn)
     return {
         "state_class": STATE_CLASSES.get(state, "none"),
         "missing_scopes": missing_scopes(conn),
         "scope_warning": SCOPE_WARNING,
-        "busy": busy_view(conn),
+        "busy": busy,
         "busy_blocks": BusyBlock.select().where(BusyBlock.doctor_id == doctor_id).count(),
         "open_conflicts": Conflict.select().where((Conflict.doctor_id == doctor_id)
                                                   & (Conflict.state == "open")).count(),
         "activity_24h": activity_counts(doctor_id).get(doctor_id) or empty_activity(),
         "directions": DIRECTIONS,
         "can_reset": bool(conn and conn.refresh_token and conn.calendar_id
-                          and state in ("active", "removed")),
+                          and conn.state in ("active", "removed")),
         "doctor_id": doctor_id,
         "doctor_name": doctor_name(doctor_id),
         "conn": conn,
         "state": state or "none",
-        "state_label": STATE_LABELS.get(state, state or "not connected"),
-        "connected": bool(conn and state in ("active", "needs_reconnect", "pending") and conn.refresh_token),
+        "state_label": STATE_LABELS.get(state, state or _("not connected")),
+        "held": state == first_sync.HELD,
+        "google_refused": busy["refused"],  # Google refused the grant just now: show "Reconnect" at once
+        "connected": bool(conn and conn.state in ("active", "needs_reconnect", "pending") and conn.refresh_token),
         "account_email": conn.account_email if conn and state != "disconnected" else "",
         "calendar_name": (conn.calendar_name or conn.calendar_id or "") if conn and state != "disconnected" else "",
         "last_sync_at": conn.last_sync_at if conn else None,
@@ -474,7 +564,7 @@ def me():
     if user.is_admin:
         return redirect(url_for("dashboard.index"))
     if not user.is_doctor or not user.doctor_id:
-        return forbidden("This page is for doctors. Your account can view the dashboard.")
+        return forbidden(_("This page is for doctors. Your account can view the dashboard."))
     return render_template("connect/doctor.html", own=True, **doctor_view(user.doctor_id))
 
 
@@ -485,7 +575,7 @@ def doctor_page(doctor_id: int):
     user = current_user()
     if user.is_doctor:
         if user.doctor_id != doctor_id:
-            return forbidden("You can open only your own calendar page.")
+            return forbidden(_("You can open only your own calendar page."))
         return redirect(url_for("connect.me"))
     if Doctor.get_or_none(Doctor.id == doctor_id) is None:
         abort(404)
@@ -498,22 +588,22 @@ def busy(doctor_id: int):
     if not _may_choose_calendar(doctor_id):
         if current_user() is None:
             return redirect(url_for("auth.login", next=request.path))
-        return forbidden("You can choose only your own calendars.")
+        return forbidden(_("You can choose only your own calendars."))
     page = url_for("connect.me") if _is_own_doctor(doctor_id) else url_for("connect.doctor_page", doctor_id=doctor_id)
     back = redirect(page + "#busy", code=303)
     conn = _connection(doctor_id)
     if conn is None or conn.state != "active" or not conn.refresh_token:
-        flash("This Google Calendar is not connected, so there is nothing to choose.", "error")
+        flash(_("This Google Calendar is not connected, so there is nothing to choose."), "error")
         return back
     _forget_calendars(conn)  # saving asks Google afresh (and the page after it shows that answer)
     try:
         calendars = _calendars_cached(conn)
     except CalendarAuthError:
-        flash("Google no longer accepts this connection. Reconnect, then choose the calendars again.", "error")
+        flash(_("Google no longer accepts this connection. Reconnect, then choose the calendars again."), "error")
         return back
     except CalendarError as exc:
         log.warning("listing calendars of connection %s failed: %s", conn.id, type(exc).__name__)
-        flash("Google did not answer in time, so nothing was changed. Try again in a moment.", "error")
+        flash(_("Google did not answer in time, so nothing was changed. Try again in a moment."), "error")
         return back
     allowed = {c.id for c in calendars} | set(conn.busy_calendars or [])
     try:
@@ -525,10 +615,10 @@ def busy(doctor_id: int):
     chosen = conn.busy_calendars if conn.busy_calendars is not None else [conn.calendar_id]
     names = {c.id: c.name or c.id for c in calendars}
     if chosen:
-        flash("Saved. Busy time in " + ", ".join(names.get(c, c) for c in chosen)
-              + " blocks booking in KiviCare from the next sync.", "ok")
+        flash(_("Saved. Busy time in %(calendars)s blocks booking in KiviCare from the next sync.",
+                calendars=", ".join(names.get(c, c) for c in chosen)), "ok")
     else:
-        flash("Saved. No calendar blocks booking time in KiviCare now.", "ok")
+        flash(_("Saved. No calendar blocks booking time in KiviCare now."), "ok")
     return back
 
 
@@ -536,39 +626,43 @@ def busy(doctor_id: int):
 @admin_required
 def reset_sync(doctor_id: int):
     """Rebuild the doctor's mapping from the events in Google (keeping them, or removing them so they
-    are created again), after an explicit confirmation."""
+    are created again), after an explicit confirmation. The sync then waits for the first-sync preview
+    to be confirmed again."""
     back = redirect(url_for("connect.doctor_page", doctor_id=doctor_id) + "#reset", code=303)
     conn = _connection(doctor_id)
     if conn is None:
         abort(404)
     if not (conn.refresh_token and conn.calendar_id and conn.state in ("active", "removed")):
-        flash("Reset needs a connected Google Calendar. Connect or reconnect it first.", "error")
+        flash(_("Reset needs a connected Google Calendar. Connect or reconnect it first."), "error")
         return back
     mode = request.form.get("events", "")
     if mode not in ("keep", "remove"):
-        flash("Choose whether to keep the events in Google or remove them.", "error")
+        flash(_("Choose whether to keep the events in Google or remove them."), "error")
         return back
     if request.form.get("confirm") != "yes":
-        flash("Nothing was reset: tick the box to confirm.", "error")
+        flash(_("Nothing was reset: tick the box to confirm."), "error")
         return back
     try:
         found = runtime().bridge.reset_sync(conn, remove_events=mode == "remove")
     except CalendarAuthError:
-        flash("Google no longer accepts this connection, so nothing was reset. Reconnect first.", "error")
+        flash(_("Google no longer accepts this connection, so nothing was reset. Reconnect first."), "error")
         return back
     except CalendarError as exc:
         log.warning("reset sync of connection %s failed: %s", conn.id, type(exc).__name__)
-        flash("Google did not answer in time, so the reset did not finish. Try again: a reset can be repeated.",
-              "error")
+        flash(_("Google did not answer in time, so the reset did not finish. Try again: a reset can be "
+                "repeated."), "error")
         return back
+    audit.record("reset_sync", audit.doctor(doctor_id), "events " + ("kept" if mode == "keep" else "removed"))
     runtime().request_poll()
-    events = f"{found} event{'' if found == 1 else 's'} found in Google."
+    events = ngettext("%(num)d event found in Google.", "%(num)d events found in Google.", found)
     if mode == "keep":
-        flash(f"Sync reset. {events} They are kept and linked again; the next sync brings them up to date.", "ok")
+        flash(events + " " + _("They are kept and linked again; the sync brings them up to date once you confirm "
+                               "the preview."), "ok")
     elif conn.state == "removed":
-        flash(f"Sync reset. {events} They were removed from Google.", "ok")
+        flash(events + " " + _("They were removed from Google."), "ok")
     else:
-        flash(f"Sync reset. {events} They were removed from Google and are created again in the next sync.", "ok")
+        flash(events + " " + _("They were removed from Google and are created again once you confirm the "
+                               "preview."), "ok")
     return back
 
 
@@ -582,7 +676,7 @@ def my_connect():
     """A doctor's own "Connect" / "Reconnect": sign in with their Google account."""
     doctor_id = _own_doctor_id()
     if doctor_id is None:
-        return forbidden("Only a doctor signed in through KiviCare can connect their own calendar here.")
+        return forbidden(_("Only a doctor signed in through KiviCare can connect their own calendar here."))
     ensure_doctor(doctor_id)
     try:
         return _start_google(doctor_id, {"self": True, "doctor_id": doctor_id})
@@ -595,14 +689,15 @@ def my_disconnect():
     """A doctor disconnects their own Google Calendar (events already there stay)."""
     doctor_id = _own_doctor_id()
     if doctor_id is None:
-        return forbidden("Only a doctor signed in through KiviCare can disconnect their own calendar here.")
+        return forbidden(_("Only a doctor signed in through KiviCare can disconnect their own calendar here."))
     conn = _connection(doctor_id)
     if conn is None or conn.state == "disconnected":
-        flash("Your Google Calendar is not connected.", "ok")
+        flash(_("Your Google Calendar is not connected."), "ok")
         return redirect(url_for("connect.me"), code=303)
     connections.disconnect(runtime(), conn)
-    flash("Your Google Calendar is disconnected. Events already in the calendar stay there.", "ok")
+    audit.record("disconnected", audit.doctor(doctor_id), "by the doctor")
+    flash(_("Your Google Calendar is disconnected. Events already in the calendar stay there."), "ok")
     return redirect(url_for("connect.me"), code=303)
 
 
-__all__ = ["bp", "create_connect_link", "preferred_calendar", "refresh_doctors", "doctor_view"]
+__all__ = ["bp", "create_connect_link", "preferred_calendar", "refresh_doctors", "doctor_view", "preview_summary"]

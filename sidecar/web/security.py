@@ -293,7 +293,7 @@ admin_required.__doc__ = "Decorator: the view needs a signed-in admin (local or 
 # POST endpoints a signed-in non-admin may reach at all (the views still check whose data it is).
 WRITABLE_BY_ROLE = {
     "doctor": {"auth.logout", "auth.login", "connect.my_connect", "connect.my_disconnect", "connect.calendar",
-               "connect.busy"},
+               "connect.busy", "connect.preview"},
     "receptionist": {"auth.logout", "auth.login"},
 }
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}

@@ -23,6 +23,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from wp_bridge.signing import MAX_AGE, BadSignature, StaleRequest, read_sso_token
 
+from . import audit
 from .common import runtime
 from .hooks import companion_secret
 from .security import start_sso_session
@@ -55,6 +56,7 @@ def role_for(roles) -> str | None:
 
 
 def _refuse(title: str, message: str, status: int = 403):
+    audit.record("sign_in_refused", "sign-in from WordPress", title)
     return render_template("error.html", title=title, message=message), status
 
 
@@ -109,6 +111,7 @@ def sso():
                        "Only administrators, clinic admins, doctors and receptionists can use the calendar sidecar.")
     name = payload.get("name") if isinstance(payload.get("name"), str) else ""
     start_sso_session(wp_user_id=uid, role=role, name=name or f"WordPress user {uid}", secret=secret)
+    audit.record("signed_in", name or f"WordPress user {uid}", f"from WordPress as {role}")
     log.info("WordPress user %s signed in as %s", uid, role)
     if role == "doctor":
         _learn_doctor(uid)

@@ -11,6 +11,7 @@ from sidecar.storage.models import BusyBlock, Connection, MeetMapping, SyncLog
 from sidecar.web import create_admin, create_app
 from tests.conftest import ANNA, EMAILS, MARC, connect
 from tests.test_sync_engine import GENERAL, at, mapping_id, our_events
+from wp_bridge import preview
 
 from .conftest import ADMIN, PASSWORD, csrf, sign_in, text_of
 from .test_sso import ROLES, SECRET, signed_in
@@ -161,6 +162,7 @@ def test_reset_sync_needs_a_confirmation_then_reports_the_events_found(site, kiv
     assert f"{len(events)} events found in Google. They are kept" in text_of(client.get(f"/doctors/{ANNA}").text)
     assert site.rt.poll_requested.is_set()
     assert MeetMapping.select().where(MeetMapping.calendar_id == site.connection.calendar_id).count() == len(events)
+    preview.confirm(site.rt, fresh(site.connection), by=ADMIN)  # a reset waits for its preview to be confirmed
     site.rt.bridge.sync_once()
     assert sorted(e["id"] for e in our_events(google, site.connection.calendar_id)) == sorted(e["id"] for e in events)
 
@@ -175,6 +177,7 @@ def test_reset_sync_removing_the_events_creates_them_again(site, kivicare, googl
     assert (f"{count} events found in Google. They were removed from Google and are created again"
             in text_of(client.get(f"/doctors/{ANNA}").text))
     assert our_events(google, site.connection.calendar_id) == []
+    preview.confirm(site.rt, fresh(site.connection), by=ADMIN)
     site.rt.bridge.sync_once()
     assert len(our_events(google, site.connection.calendar_id)) == count
 

@@ -92,6 +92,40 @@ def test_both_versions_side_by_side_in_the_doctors_timezone(seeded):
     assert "the appointment is cancelled in KiviCare, and KiviCare e-mails the patient" in marc
 
 
+def test_what_changed_is_highlighted(seeded):
+    page = admin(seeded).get("/conflicts").text
+    anna = article(page, seeded.rows["anna"].id)
+    rows = dict(re.findall(r'<tr( class="changed")?><th scope="row">(\w+)', anna)[i][::-1] for i in range(3))
+    assert rows == {"Date": "", "Time": ' class="changed"', "Status": ""}  # only the time moved
+    assert anna.count('class="changed-mark"') == 1 and "14:00–14:30 changed" in text_of(anna)
+    marc = article(page, seeded.rows["marc"].id)
+    assert marc.count('<tr class="changed">') == 3  # deleted in Google: every row differs
+    assert "rows marked changed differ" in text_of(marc)  # said in the table's caption for screen readers
+
+
+def test_the_page_reads_each_doctors_timezone_once(seeded):
+    import logging
+    client = admin(seeded)
+    client.get("/conflicts")
+    for n in range(30):
+        Doctor.create(id=500 + n, name=f"Doctor {n}", timezone="Asia/Tokyo")
+        Conflict.create(kind="both_changed", doctor_id=500 + n, appointment_id=str(2000 + n), state="resolved",
+                        resolution="google", resolved_at=utcnow())
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("peewee")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        assert client.get("/conflicts").status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert len(seen) <= 15
+
+
 def test_mass_cancel_shows_the_count_the_ids_and_its_own_buttons(seeded):
     page = admin(seeded).get("/conflicts")
     mass = text_of(article(page.text, seeded.rows["mass"].id))

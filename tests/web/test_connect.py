@@ -14,11 +14,13 @@ from sidecar.config import Config
 from sidecar.runtime import Runtime
 from sidecar.storage.models import Connection, Doctor, OneTimeToken, SyncLog
 from sidecar.web import create_admin, create_app, create_connect_link
-from tests.conftest import ANNA, EMAILS, MARC, sandbox_settings
+from tests.conftest import ANNA, EMAILS, MARC, connect, sandbox_settings
+from tests.test_sync_engine import our_events
 
 from .conftest import ADMIN, PASSWORD, csrf, sign_in, text_of
 
 CONNECTED = "Connected. Appointments will appear in {} within a minute."
+SUMMARY = re.compile(r"(\d+) events? will be created in calendar (.+?), (\d+) busy blocks?\.")
 
 
 @pytest.fixture
@@ -50,6 +52,12 @@ def choose(session: requests.Session, page: requests.Response, calendar_id: str 
                         timeout=20)
 
 
+def start_sync(session: requests.Session, page: requests.Response) -> requests.Response:
+    """Press "Start syncing" on the first-sync preview."""
+    action = unescape(re.search(r'<form action="([^"]+)" method="post" id="confirm-first-sync"', page.text).group(1))
+    return session.post(urljoin(page.url, action), data={"csrf_token": csrf(page.text)}, timeout=20)
+
+
 def test_doctor_connects_through_a_connect_link(site, google):
     admin = http_admin(site)
     doctors = admin.get(site.url + "/connect", timeout=20)
@@ -74,10 +82,18 @@ def test_doctor_connects_through_a_connect_link(site, google):
     preselected = re.search(r'value="([^"]+)"\s*checked>\s*<label[^>]*>([^<]+)', page.text)
     assert preselected.group(2).strip() == "Clinic appointments"
 
-    done = choose(doctor, page)
+    preview = choose(doctor, page)
+    assert preview.status_code == 200 and urlparse(preview.url).path == f"/connect/{ANNA}/preview"
+    summary = SUMMARY.search(text_of(preview.text))
+    assert summary and summary.group(2) == "Clinic appointments", text_of(preview.text)
+    assert Connection.get(Connection.doctor == ANNA).awaiting_confirmation
+    assert not [r for r in google.requests if r["method"] in ("POST", "PATCH") and "/events" in r["path"]
+                and "/watch" not in r["path"]]  # nothing written before the confirmation
+    done = start_sync(doctor, preview)
     assert done.status_code == 200
     assert CONNECTED.format("Clinic appointments") in text_of(done.text)
     conn = Connection.get(Connection.doctor == ANNA)
+    assert conn.sync_confirmed_at is not None and conn.sync_confirmed_by == "Connect link"
     assert conn.state == "active" and conn.account_email == EMAILS[ANNA]
     assert conn.calendar_name == "Clinic appointments" and conn.calendar_id
     assert conn.refresh_token and "1//" not in conn.refresh_token  # stored encrypted
@@ -102,7 +118,7 @@ def test_admin_connects_now_then_disconnects(site, google):
     google.auto_approve(EMAILS[MARC])
     page = admin.post(f"{site.url}/connect/{MARC}/authorize", data={"csrf_token": csrf(doctors.text)}, timeout=20)
     assert urlparse(page.url).path == f"/connect/{MARC}/calendar", text_of(page.text)
-    done = choose(admin, page, calendar_id=EMAILS[MARC])  # the primary calendar's id is the address
+    done = start_sync(admin, choose(admin, page, calendar_id=EMAILS[MARC]))  # the primary calendar's id is the address
     assert done.status_code == 200
     conn = Connection.get(Connection.doctor == MARC)
     assert conn.state == "active" and conn.calendar_id == EMAILS[MARC]
@@ -243,4 +259,92 @@ def test_google_hiccup_after_consent_keeps_the_link_usable(site, google):
     assert retry.status_code == 200  # the link still works
     page = doctor.get(urljoin(retry.url, unescape(re.search(r'id="continue" href="([^"]+)"', retry.text).group(1))),
                       timeout=20)
-    assert "Connected." in text_of(choose(doctor, page).text)
+    assert SUMMARY.search(text_of(choose(doctor, page).text))
+
+
+# ---- the first-sync preview ---------------------------------------------------------------------------
+
+@pytest.fixture
+def held(make_runtime, kivicare, google):
+    """Anna connected (sandbox OAuth) but her first sync not confirmed; the companion secret for sign-ins."""
+    from .test_sso import SECRET
+    runtime = make_runtime(**{"companion.secret": SECRET})
+    connection = connect(runtime, google, ANNA, confirm=False)
+    app = create_app(runtime)
+    create_admin(runtime, ADMIN, PASSWORD)
+    app.rt, app.connection = runtime, connection
+    return app
+
+
+def _admin_client(app):
+    client = app.test_client()
+    sign_in(client)
+    return client
+
+
+def test_admin_sees_waiting_for_confirmation_and_starts_the_sync_from_the_preview(held, google):
+    client = _admin_client(held)
+    listing = text_of(client.get("/connect").text)
+    assert "waiting for confirmation" in listing and "Review and start the sync" in listing
+    page = client.get(f"/doctors/{ANNA}")
+    assert "Nothing is synced yet" in text_of(page.text) and f"/connect/{ANNA}/preview" in page.text
+    preview_page = client.get(f"/connect/{ANNA}/preview")
+    assert preview_page.status_code == 200
+    summary = SUMMARY.search(text_of(preview_page.text))
+    assert summary and summary.group(2) == "Clinic appointments"
+    assert client.get(f"/connect/{ANNA}/done").headers["Location"].endswith(f"/connect/{ANNA}/preview")
+    assert client.post(f"/connect/{ANNA}/preview").status_code == 400  # no CSRF token: refused
+    assert Connection.get_by_id(held.connection.id).awaiting_confirmation
+    done = client.post(f"/connect/{ANNA}/preview", data={"csrf_token": csrf(preview_page.text)})
+    assert done.status_code == 303 and done.headers["Location"].endswith(f"/connect/{ANNA}/done")
+    assert CONNECTED.format("Clinic appointments") in text_of(client.get(f"/connect/{ANNA}/done").text)
+    stored = Connection.get_by_id(held.connection.id)
+    assert not stored.awaiting_confirmation and stored.sync_confirmed_by == f"{ADMIN} (admin)"
+    held.rt.bridge.sync_once()
+    assert len(our_events(google, stored.calendar_id)) == int(summary.group(1))
+    # Confirmed: the preview now leads to the "connected" page.
+    assert client.get(f"/connect/{ANNA}/preview").headers["Location"].endswith(f"/connect/{ANNA}/done")
+    from sidecar.storage.models import AuditEntry
+    assert AuditEntry.select().where(AuditEntry.action == "first_sync_confirmed").count() == 1
+
+
+def test_the_doctor_confirms_their_own_preview_and_nobody_else_can(held):
+    from .test_sso import ROLES, signed_in
+    other, _ = signed_in(held, ROLES["doctor"], uid=MARC, name="Marc Dubois")
+    assert other.get(f"/connect/{ANNA}/preview").status_code == 403
+    assert other.post(f"/connect/{ANNA}/preview",
+                      data={"csrf_token": csrf(other.get("/me").text)}).status_code == 403
+    desk, _ = signed_in(held, ROLES["receptionist"], uid=2, name="Claire Martin")
+    assert desk.post(f"/connect/{ANNA}/preview", data={"csrf_token": csrf(desk.get("/").text)}).status_code == 403
+    anonymous = held.test_client().get(f"/connect/{ANNA}/preview")
+    assert anonymous.status_code == 302 and anonymous.headers["Location"].startswith("/login")
+    assert Connection.get_by_id(held.connection.id).awaiting_confirmation
+
+    anna, _ = signed_in(held, ROLES["doctor"], uid=ANNA)
+    me = text_of(anna.get("/me").text)
+    assert "waiting for confirmation" in me and "Review and start the sync" in me
+    page = anna.get(f"/connect/{ANNA}/preview")
+    assert page.status_code == 200 and SUMMARY.search(text_of(page.text))
+    assert anna.post(f"/connect/{ANNA}/preview", data={"csrf_token": csrf(page.text)}).status_code == 303
+    stored = Connection.get_by_id(held.connection.id)
+    assert not stored.awaiting_confirmation and stored.sync_confirmed_by == "Anna Schmidt (doctor)"
+
+
+def test_a_doctor_name_from_kivicare_is_inert_on_the_preview(held):
+    Doctor.update(name='<script>alert("x")</script>').where(Doctor.id == ANNA).execute()
+    page = _admin_client(held).get(f"/connect/{ANNA}/preview")
+    assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
+
+
+def test_google_refusing_the_grant_turns_the_page_into_reconnect(held, google):
+    from wp_bridge import preview
+    preview.confirm(held.rt, held.connection)
+    google.revoke(EMAILS[ANNA])
+    google.expire_access_tokens()
+    client = _admin_client(held)
+    text = text_of(client.get(f"/doctors/{ANNA}").text)
+    assert "Click Reconnect below" in text and "Google no longer accepts this connection" in text
+    held.rt.bridge.sync_once()  # the engine meets the refusal too: the state says so from now on
+    assert Connection.get_by_id(held.connection.id).state == "needs_reconnect"
+    text = text_of(client.get(f"/doctors/{ANNA}").text)
+    assert "needs reconnect" in text and "Click Reconnect below" in text and "Reconnect" in text

@@ -17,13 +17,13 @@ import requests
 
 from sidecar.config import Config
 from sidecar.runtime import Runtime
-from sidecar.storage.models import Connection, Doctor, SettingRow, SyncLog
+from sidecar.storage.models import Connection, Doctor, SettingRow, SyncLog, utcnow
 from sidecar.web import create_admin, create_app
 from tests.conftest import ANNA, EMAILS, MARC, sandbox_settings
 from wp_bridge.signing import make_sso_token
 
 from .conftest import ADMIN, PASSWORD, csrf, text_of
-from .test_connect import choose
+from .test_connect import choose, start_sync
 
 SECRET = "sso-test-secret-9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d"
 ROLES = {"admin": ["administrator"], "clinic_admin": ["kiviCare_clinic_admin"], "doctor": ["kiviCare_doctor"],
@@ -46,6 +46,7 @@ def site(rt):
     Doctor.create(id=ANNA, name="Anna Schmidt", email=EMAILS[ANNA])
     Doctor.create(id=MARC, name="Marc Dubois", email=EMAILS[MARC])
     Connection.create(doctor=MARC, account_email="marc@gmail.test", calendar_id="c2", calendar_name="Work",
+                      sync_confirmed_at=utcnow(),  # syncing already (first-sync preview confirmed)
                       state="active", refresh_token=rt.box.encrypt("1//marc-refresh"), synced_count=7)
     SyncLog.create(doctor_id=ANNA, appointment_id="501", action="create", outcome="ok")
     SyncLog.create(doctor_id=MARC, appointment_id="777", action="create", outcome="ok")
@@ -272,7 +273,7 @@ def test_doctor_connects_own_calendar_from_the_kivicare_link(live, kivicare, goo
     google.auto_approve(EMAILS[ANNA])
     page = browser.post(live.url + "/me/connect", data={"csrf_token": csrf(me.text)}, timeout=20)
     assert urlparse(page.url).path == f"/connect/{ANNA}/calendar", text_of(page.text)
-    done = choose(browser, page)
+    done = start_sync(browser, choose(browser, page))  # the calendar, then the first-sync preview
     assert "Connected. Appointments will appear in Clinic appointments" in text_of(done.text)
     assert "Back to my calendar" in done.text
     text = text_of(browser.get(live.url + "/me", timeout=20).text)

@@ -85,6 +85,7 @@ def cmd_sync_once(args) -> int:
 
 def status_rows(runtime) -> list[dict]:
     """Per-doctor status (the ``status`` command and the demo): plain values, no patient data."""
+    from wp_bridge import jobs
     from wp_bridge.preview import HELD, display_state
 
     from .storage.models import Connection, Doctor, Job, MeetMapping
@@ -95,7 +96,7 @@ def status_rows(runtime) -> list[dict]:
         events = 0
         if connection:
             pending = Job.select().where(Job.state.in_(("pending", "running"))
-                                         & Job.dedupe_key.endswith(f":{connection.id}")).count()
+                                         & jobs.of_connection(connection.id)).count()
             events = MeetMapping.select().where((MeetMapping.connection == connection.id)
                                                 & (MeetMapping.state == "active")).count()
         rows.append({

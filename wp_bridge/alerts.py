@@ -1,8 +1,8 @@
 """Alert e-mails: through the clinic's SMTP server when one is set, else the companion plugin's relay.
 
 Sent when a doctor's Google connection needs reconnecting (to the doctor and the admins in
-``alerts.recipients``) and when a job is given up after repeated failures (to the admins). Each
-alert goes out once per cause (``remember_once``), not on every retry. The text carries ids and
+``alerts.recipients``) and when a job is given up after repeated failures (to the admins, once per
+give-up). Each alert goes out once per cause (``remember_once``), not on every retry. The text carries ids and
 what to do next, never patient data. Transports: ``wp_bridge.smtp_sender`` (``alerts.smtp_host``
 set) or ``POST /wp-json/kc-sidecar/v1/mail`` on the companion plugin (the site's ``wp_mail``).
 Without either, alerts are only on the dashboard.
@@ -87,10 +87,14 @@ def needs_reconnect(runtime, doctor_id: int, doctor_name: str, doctor_email: str
         doctor_email=doctor_email)
 
 
-def job_given_up(runtime, doctor_id: int | None, appointment_id: str, error: str) -> bool:
-    """Tell the admins a change was given up after repeated failures (ids and the error's text only)."""
+def job_given_up(runtime, doctor_id: int | None, appointment_id: str, error: str, *, occurrence: str = "") -> bool:
+    """Tell the admins a change was given up after repeated failures (ids and the error's text only).
+
+    ``occurrence`` names this give-up (the engine passes the job's id and generation): the alert goes out
+    once per give-up, and again only if the job is revived and given up once more.
+    """
     public_url = runtime.cfg.get("web.public_url").rstrip("/")
     return send_alert(
-        runtime, f"gave-up:{appointment_id}:{doctor_id}", "Calendar sync: a change could not be sent",
+        runtime, f"gave-up:{appointment_id}:{doctor_id}:{occurrence}", "Calendar sync: a change could not be sent",
         f"The sidecar gave up sending appointment {appointment_id} (doctor {doctor_id}) after repeated "
         f"failures: {error[:300]}\n\nSee the dashboard: {public_url}/")

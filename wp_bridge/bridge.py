@@ -339,11 +339,12 @@ class Bridge:
                                          & Connection.calendar_id.is_null(False))
         return {row.doctor_id: row for row in rows}
 
-    def _plan(self, appointment: Appointment, connections: dict[int, Connection]) -> int:
+    def _plan(self, appointment: Appointment, connections: dict[int, Connection], *, revive: bool = False) -> int:
         """Enqueue a push wherever the event differs from what Google confirmed. Returns jobs enqueued.
 
         Nothing is pushed under the "Google → KiviCare only" direction, or while the admin has an open
-        conflict about the appointment.
+        conflict about the appointment. A push that was given up stays so while the event to write is the
+        same (``jobs.enqueue``'s ``change``: the event's fingerprint), unless ``revive`` (a hint).
         """
         enqueued = 0
         if self.cfg.get("sync.direction") == "google_to_kivicare":
@@ -357,7 +358,7 @@ class Bridge:
         for mapping in mappings:
             if connection is None or mapping.connection_id != connection.id:
                 if mapping.connection_id is not None:
-                    enqueued += self._enqueue_push(appointment.id, mapping.connection_id)
+                    enqueued += self._enqueue_push(appointment.id, mapping.connection_id, change="delete")
         if connection is None or connection.awaiting_confirmation:  # held until the preview is confirmed
             return enqueued
         mapping = next((m for m in mappings if m.connection_id == connection.id
@@ -365,7 +366,8 @@ class Bridge:
         decision = self.decide(appointment, connection, mapping)
         if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()
                                             or pending_writes.find(appointment.id, connection.calendar_id)):
-            enqueued += self._enqueue_push(appointment.id, connection.id)
+            enqueued += self._enqueue_push(appointment.id, connection.id, change=decision.spec.fingerprint(),
+                                           revive=revive)
         elif decision.action == "delete" and (
                 mapping is not None or pending_writes.unconfirmed_inserts(appointment.id, connection.id)):
             enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
@@ -389,7 +391,7 @@ class Bridge:
         if held is not None and start > self.clock():
             held.setdefault(connection.id, []).append((appointment_id, connection.doctor_id))
             return 1
-        return self._enqueue_push(appointment_id, connection.id)
+        return self._enqueue_push(appointment_id, connection.id, change="delete")
 
     def _release_or_hold(self, held: dict[int, list[tuple[str, int]]] | None) -> None:
         """Enqueue the poll's deletions, unless one doctor would lose an abnormal share of upcoming events
@@ -414,12 +416,14 @@ class Bridge:
                              message=f"{len(items)} deletions held for the admin")
                 continue
             for appointment_id, _ in items:
-                self._enqueue_push(appointment_id, connection_id)
+                self._enqueue_push(appointment_id, connection_id, change="delete")
 
-    def _enqueue_push(self, appointment_id: str, connection_id: int, run_after: datetime | None = None) -> int:
-        jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",
-                     {"appointment_id": appointment_id, "connection_id": connection_id}, run_after=run_after)
-        return 1
+    def _enqueue_push(self, appointment_id: str, connection_id: int, run_after: datetime | None = None, *,
+                      change: str | None = None, revive: bool = False) -> int:
+        """1 when the push is due; 0 when it was given up and ``change`` (what it would write) is the same."""
+        return int(jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",
+                                {"appointment_id": appointment_id, "connection_id": connection_id},
+                                run_after=run_after, change=change, revive=revive))
 
     # ---- the desired event ---------------------------------------------------------------------------
 
@@ -568,10 +572,12 @@ class Bridge:
             Connection.update(failed_count=Connection.failed_count + 1, last_error=str(exc)[:300]).where(
                 Connection.id == connection.id).execute()
         if job.attempts + 1 >= MAX_ATTEMPTS:
-            jobs.give_up(job, f"{type(exc).__name__}: {exc}")
-            alerts.job_given_up(self.rt, doctor_id, appointment_id, f"{type(exc).__name__}: {exc}")
-            log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
-                     message=f"Gave up after {MAX_ATTEMPTS} tries: {exc}")
+            if jobs.give_up(job, f"{type(exc).__name__}: {exc}"):  # False: a newer change arrived meanwhile
+                # Once per give-up: a given-up job runs again only once revived, which bumps its generation.
+                alerts.job_given_up(self.rt, doctor_id, appointment_id, f"{type(exc).__name__}: {exc}",
+                                    occurrence=f"{job.id}.{job.generation}")
+                log_sync(job.kind, "error", doctor_id=doctor_id, appointment_id=appointment_id, error=exc,
+                         message=f"Gave up after {MAX_ATTEMPTS} tries: {exc}")
         else:
             jobs.retry_later(job, jobs.backoff(job.retries, base=30), f"{type(exc).__name__}: {exc}", counts=True)
             log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
@@ -760,7 +766,7 @@ class Bridge:
         appointment = self._with_services(detail, detail.service_mapping_ids or ())
         # Keep the list row's hash: the detail is not the list row, and the next poll compares list rows.
         self._remember(appointment, list_hash=row.list_hash if row is not None else "hint")
-        if self._plan(appointment, connections):
+        if self._plan(appointment, connections, revive=True):  # a hint: someone saved it, so try a given-up push again
             self.rt.work_available.set()
 
     def _enqueue_meet_link(self, appointment_id: str) -> None:
@@ -795,7 +801,8 @@ class Bridge:
         except KiviCareError as exc:
             log.warning("could not read doctor %s from KiviCare: %s", connection.doctor_id, exc)
         Job.update(run_after=utcnow(), retries=0).where(
-            (Job.state == "pending") & Job.dedupe_key.endswith(f":{connection.id}")).execute()
+            (Job.state == "pending") & jobs.of_connection(connection.id)).execute()
+        jobs.retry_failed(connection.id)  # a new grant or calendar may be what they lacked
         log_sync("connect", "ok", doctor_id=connection.doctor_id)
         self.rt.request_poll()
 
@@ -817,6 +824,7 @@ class Bridge:
             connection.sync_confirmed_at, connection.sync_confirmed_by = None, ""
             MeetMapping.delete().where(MeetMapping.calendar_id == connection.calendar_id).execute()
             SyncCursor.update(sync_token=None).where(SyncCursor.connection == connection.id).execute()
+            jobs.retry_failed(connection.id)  # given-up writes start again from the rebuilt mapping
         for event in found:
             if event.cancelled or not event.appointment_id:
                 continue
@@ -836,7 +844,7 @@ class Bridge:
 
     def on_disconnected(self, connection: Connection) -> None:
         """Stop syncing this doctor; existing events stay in Google. Pending jobs are dropped."""
-        Job.update(state="done").where((Job.state == "pending") & Job.dedupe_key.endswith(f":{connection.id}")).execute()
+        Job.update(state="done").where((Job.state == "pending") & jobs.of_connection(connection.id)).execute()
         log_sync("disconnect", "ok", doctor_id=connection.doctor_id)
 
     # ---- the loop --------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """The durable job queue (DESIGN "jobs"): work is recorded before any remote call and survives crashes.
 
 One row per ``dedupe_key``. ``enqueue`` on an existing key bumps ``generation`` and makes the row due,
-so a burst of changes to one appointment becomes one job that pushes the latest state. ``claim``
+so a burst of changes to one appointment becomes one job that pushes the latest state. A job that keeps
+failing with a permanent error is given up (state "failed", ``give_up``) and stays failed until
+something changes that could make it succeed: a new ``change`` token from the enqueuer (the content to
+write is different), an enqueue that brings a reason of its own, or ``retry_failed`` (an admin's
+"Retry", a reconnect). So a poison job neither blocks the queue nor comes back on every poll. ``claim``
 leases a due job to one worker (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL/MySQL: ``FOR UPDATE SKIP
 LOCKED``); a lease that expires (a killed worker) makes the job due again, and at start a process
 releases the leases of dead workers on its own host at once.
@@ -35,12 +39,27 @@ def worker_id(thread_name: str = "") -> str:
     return f"{HOST}:{os.getpid()}:{thread_name}"[:64]
 
 
-def enqueue(kind: str, key: str, payload: dict | None = None, *, run_after: datetime | None = None) -> None:
-    """Record work. Re-enqueueing a key bumps its generation; a done or failed job becomes pending again."""
-    _retrying(lambda: _enqueue(kind, key, payload, run_after), duplicate_key=True)
+CHANGE = "change"  # payload key: the enqueuer's token for the content to write (see ``enqueue``)
 
 
-def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | None) -> None:
+def enqueue(kind: str, key: str, payload: dict | None = None, *, run_after: datetime | None = None,
+            change: str | None = None, revive: bool = False) -> bool:
+    """Record work. Re-enqueueing a key bumps its generation; a done job becomes pending again.
+
+    A failed job (given up, ``give_up``) is left failed, untouched, when ``change`` is given and equals
+    the token it was last enqueued with: nothing that could make it succeed has changed (the sync engine
+    passes the event's fingerprint, so an unchanged appointment does not revive a poison push on every
+    poll). A different ``change``, no ``change`` at all (the caller has a reason of its own: a hint, a
+    doctor's edit put back) or ``revive`` makes it pending again with its tries reset. The token is kept
+    in the payload under ``CHANGE``; an enqueue without one keeps the last.
+
+    Returns True when the job is due (now or at its time), False when a failed job was left alone.
+    """
+    return _retrying(lambda: _enqueue(kind, key, payload, run_after, change, revive), duplicate_key=True)
+
+
+def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | None, change: str | None,
+             revive: bool) -> bool:
     now = utcnow()
     due = run_after or now
     with transaction():
@@ -49,15 +68,59 @@ def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | No
         job = _locking(Job.select().where(Job.dedupe_key == key)).first()
         if job is None:
             # Two enqueues of a new key at once: one insert fails on the unique key and is retried as a bump.
-            Job.create(kind=kind, dedupe_key=key, payload=payload or {}, run_after=due, created_at=now, updated_at=now)
-            return
-        fields = {Job.generation: Job.generation + 1, Job.payload: payload or job.payload, Job.updated_at: now}
+            Job.create(kind=kind, dedupe_key=key, payload=_with_change(payload or {}, change), run_after=due,
+                       created_at=now, updated_at=now)
+            return True
+        stored = (job.payload or {}).get(CHANGE)
+        if job.state == "failed" and not revive and change is not None and change == stored:
+            return False  # given up, and what it would write is the same: trying again would fail again
+        fields = {Job.generation: Job.generation + 1, Job.updated_at: now,
+                  Job.payload: _with_change(payload or job.payload or {}, change if change is not None else stored)}
         if job.state in ("done", "failed"):
             fields.update({Job.state: "pending", Job.attempts: 0, Job.retries: 0, Job.run_after: due,
                            Job.last_error: ""})
         elif job.state == "pending" and due < job.run_after:
             fields[Job.run_after] = due
         Job.update(fields).where(Job.id == job.id).execute()
+        return True
+
+
+def _with_change(payload: dict, change: str | None) -> dict:
+    if change is None:
+        return payload
+    return {**payload, CHANGE: change}
+
+
+def retry_failed(connection_id: int | None = None) -> int:
+    """Make given-up jobs due now with their tries reset: an admin's "Retry", a reconnect, a reset.
+
+    ``connection_id``: only that connection's jobs (``failed_jobs``); None: every given-up job.
+    Returns how many were revived. Their ``change`` token is kept, so one that fails again stays failed.
+    """
+    now = utcnow()
+    return _retrying(lambda: Job.update(
+        state="pending", attempts=0, retries=0, run_after=now, last_error="", generation=Job.generation + 1,
+        updated_at=now).where(_failed(connection_id)).execute())
+
+
+def failed_jobs(connection_id: int | None = None) -> int:
+    """How many jobs are given up: a connection's (its ``push``, ``conference`` and ``pull`` jobs, keyed
+    ``…:<connection id>``), or all of them when ``connection_id`` is None."""
+    return Job.select().where(_failed(connection_id)).count()
+
+
+def of_connection(connection_id: int):
+    """A peewee condition for one connection's jobs: ``push:<appointment>:<connection>``,
+    ``conference:<appointment>:<connection>`` and ``pull:<connection>``. The kind matters: ``busy:<doctor>``,
+    ``fetch:<appointment>`` and ``meet:<appointment>`` also end with a number that is not a connection's."""
+    return Job.kind.in_(("push", "conference", "pull")) & Job.dedupe_key.endswith(f":{int(connection_id)}")
+
+
+def _failed(connection_id: int | None):
+    where = Job.state == "failed"
+    if connection_id is not None:
+        where &= of_connection(connection_id)
+    return where
 
 
 def claim(worker: str, kinds: tuple[str, ...] | None = None, *, lease: timedelta | None = None) -> Job | None:
@@ -118,10 +181,27 @@ def retry_later(job: Job, delay: timedelta, error: str, *, counts: bool) -> int:
     return attempts
 
 
-def give_up(job: Job, error: str) -> None:
-    """A poison job: stop trying, keep it visible (state failed) for the admin."""
-    _retrying(lambda: Job.update(state="failed", locked_by="", locked_until=None, attempts=Job.attempts + 1,
-                                 last_error=error[:500], updated_at=utcnow()).where(_held(job)).execute())
+def give_up(job: Job, error: str) -> bool:
+    """A poison job: stop trying, keep it visible (state failed) for the admin until something changes.
+
+    Returns True when it gave up. False when the content to write changed while it ran (a new ``change``
+    token was enqueued: that version gets its own tries, the job is due now with its tries reset), or
+    when its lease was taken over by another worker (nothing is written then).
+    """
+    def write():
+        now = utcnow()
+        with transaction():
+            row = _locking(Job.select().where(_held(job))).first()
+            if row is None:
+                return False
+            if (row.payload or {}).get(CHANGE) != (job.payload or {}).get(CHANGE):
+                Job.update(state="pending", locked_by="", locked_until=None, run_after=now, attempts=0, retries=0,
+                           last_error=error[:500], updated_at=now).where(Job.id == job.id).execute()
+                return False
+            Job.update(state="failed", locked_by="", locked_until=None, attempts=Job.attempts + 1,
+                       last_error=error[:500], updated_at=now).where(Job.id == job.id).execute()
+            return True
+    return _retrying(write)
 
 
 def release_dead_leases() -> int:

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sidecar.calendars.base import CalendarAuthError, CalendarNotFound, CalendarRequestError
 from sidecar.storage.models import Appointment as AppointmentRow, Connection, Job, MeetMapping, utcnow
 
-from . import filters
+from . import filters, jobs
 from .kivicare import KiviCareError
 from .models import EVENT_STATUSES, Appointment
 from .synclog import log_sync
@@ -195,7 +195,7 @@ def confirm(runtime, connection: Connection, by: str = "") -> bool:
     log_sync("confirm-first-sync", "ok", doctor_id=connection.doctor_id, message="First sync confirmed")
     # The jobs kept while held (push:<appointment>:<connection>, …) run now; the poll plans the rest.
     Job.update(run_after=now, retries=0).where(
-        (Job.state == "pending") & Job.dedupe_key.endswith(f":{connection.id}")).execute()
+        (Job.state == "pending") & jobs.of_connection(connection.id)).execute()
     runtime.request_poll()
     runtime.work_available.set()
     return True

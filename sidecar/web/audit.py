@@ -39,6 +39,7 @@ ACTIONS = {
     "connected": _l("Connected a Google Calendar"),
     "disconnected": _l("Disconnected a Google Calendar"),
     "reset_sync": _l("Reset a doctor's sync"),
+    "jobs_retried": _l("Retried a doctor's given-up changes"),
     "first_sync_confirmed": _l("Confirmed a doctor's first sync"),
     "conflict_resolved": _l("Resolved a conflict"),
     "admin_created": _l("Created the first admin account"),

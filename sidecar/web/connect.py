@@ -36,6 +36,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
+from wp_bridge import jobs as job_queue
 from wp_bridge import preview as first_sync
 
 from .. import connections
@@ -548,6 +549,7 @@ def doctor_view(doctor_id: int) -> dict:
         "last_sync_at": conn.last_sync_at if conn else None,
         "synced": conn.synced_count if conn else 0,
         "failed": conn.failed_count if conn else 0,
+        "given_up": job_queue.failed_jobs(conn.id) if conn else 0,
         "pending_jobs": pending_jobs(conn.id) if conn else 0,
         "last_error": (conn.last_error or "") if conn else "",
         "recent": recent_activity(20, doctor_id=doctor_id),
@@ -664,6 +666,25 @@ def reset_sync(doctor_id: int):
         flash(events + " " + _("They were removed from Google and are created again once you confirm the "
                                "preview."), "ok")
     return back
+
+
+@bp.route("/doctors/<int:doctor_id>/retry-failed", methods=["POST"])
+@admin_required
+def retry_failed(doctor_id: int):
+    """An admin's "Retry": the doctor's given-up changes (``wp_bridge.jobs.retry_failed``) are tried again
+    now, each with a fresh set of tries. One that fails again is given up (and alerted) again."""
+    conn = _connection(doctor_id)
+    if conn is None:
+        abort(404)
+    revived = job_queue.retry_failed(conn.id)
+    audit.record("jobs_retried", audit.doctor(doctor_id), f"given-up changes retried: {revived}")
+    if revived:
+        runtime().work_available.set()
+        flash(ngettext("%(num)d change is being tried again.", "%(num)d changes are being tried again.", revived),
+              "ok")
+    else:
+        flash(_("There was no given-up change to try again."), "ok")
+    return redirect(url_for("connect.doctor_page", doctor_id=doctor_id) + "#given-up", code=303)
 
 
 def _own_doctor_id() -> int | None:

@@ -132,8 +132,8 @@ Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them
   removes the conference and ``hangoutLink``. Another solution type → 400 "Invalid
   conference type value.".
 * events.list: ``timeMin``/``timeMax`` (overlap: end > timeMin and start < timeMax; both
-  must carry an offset), ``showDeleted``, ``singleEvents`` (accepted; recurrences are
-  *not* expanded), ``orderBy`` (``startTime`` needs ``singleEvents=true``), ``q``,
+  must carry an offset), ``showDeleted``, ``singleEvents`` (recurring events expanded,
+  see "Recurrence" below), ``orderBy`` (``startTime`` needs ``singleEvents=true``), ``q``,
   ``iCalUID``, ``updatedMin``, ``eventTypes``, ``privateExtendedProperty`` /
   ``sharedExtendedProperty`` ("key=value", repeatable; constraints of one parameter are
   OR'ed as NOTES.md says — the events.list reference says AND, so never send two and
@@ -178,6 +178,34 @@ Calendar API v3 (NOTES section C and 2.1; paths exactly as the client sends them
   declined); the API ignores it, as Google does. *Busy* below = not cancelled, not
   transparent, not a workingLocation event, not declined by the calendar's own attendee
   entry; tentative and unanswered invitations are busy.
+
+Recurrence (NOTES E #6; RFC 5545 through python-dateutil's ``rrulestr``)
+----------------------------------------------------------------------
+* ``recurrence`` (``RRULE:``/``EXRULE:``/``RDATE``/``EXDATE`` lines) is checked on write: a
+  rule dateutil refuses (e.g. a local ``UNTIL`` with a timed start, which RFC 5545 wants in
+  UTC) → 400 "Invalid recurrence rule." and nothing is stored.
+* ``singleEvents`` absent/false: the recurring event itself is listed (with its
+  ``recurrence``), and its exceptions as events of their own, as Google does.
+* ``singleEvents=true``: the recurring event is replaced by its instances overlapping
+  ``timeMin``/``timeMax`` (without ``timeMax``: up to 730 days ahead; at most 2500 per
+  series). Each instance: id ``<masterId>_<YYYYMMDDTHHMMSSZ>`` (UTC basic format of the
+  original start; all-day ``<masterId>_<YYYYMMDD>``), ``recurringEventId``,
+  ``originalStartTime``, the master's ``iCalUID`` and other fields, no ``recurrence``.
+  Instances recur on the wall clock of the start's ``timeZone`` (else the calendar's), so
+  09:00 Paris stays 09:00 across DST. ``freeBusy`` counts every instance too.
+* An instance id can be read (get), patched/updated (→ a stored exception: "only this
+  event"; it keeps its id and ``originalStartTime``) and deleted (→ a cancelled exception:
+  omitted from lists, a tombstone with ``recurringEventId``/``originalStartTime`` under
+  ``showDeleted``, ``updatedMin`` or a ``syncToken``). A stored exception stands in place of
+  the generated instance. Deleting the series cancels its exceptions too. The same through
+  ``user_patch``/``user_delete``. An id that is not an occurrence → 404.
+* Guessed (Google documents none of it): a ``syncToken`` list with ``singleEvents=true``
+  returns every instance of a series changed since the token — within the ``timeMin``/
+  ``timeMax`` of the full list the token chain began with — and changed exceptions; a rule
+  change that removes instances ("this and following": the master gets an ``UNTIL``) makes
+  the next incremental list return each removed instance as a bare cancelled instance
+  (``{id, status, recurringEventId, etag, updated}``), and cancels exceptions among them.
+  A deleted series lists its instances as tombstones (incremental / ``showDeleted``).
 
 Push notifications (NOTES C "Push: …", E #11)
 ---------------------------------------------
@@ -315,8 +343,8 @@ said otherwise; a bad body → 400 ``{"ok": false, "error"}``), for subprocesses
 Standalone: ``python -m sandbox.google --port 8089`` prints the URLs, client id/secret and
 seeded accounts, then serves until interrupted.
 
-Not reproduced: recurrence expansion (``singleEvents`` is accepted but recurring events are
-returned unexpanded, and freeBusy counts only their first occurrence), ``not_exists``
+Not reproduced: ``events.instances``, ``maxAttendees``-style trims and Google's own limits on
+recurrence expansion (the bounds above are guesses), ``not_exists``
 messages and watches on calendarList/settings, duplicate or post-stop pings, freeBusy
 groups, batch requests, attendee copies on other calendars, ``id_token`` for ``openid``.
 """
@@ -350,6 +378,7 @@ from typing import Any, Callable
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit, parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dateutil.rrule import rrulestr
 from flask import Flask, Response, g, redirect, request
 
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -405,6 +434,10 @@ _PUSH_USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs
 # freebusy.query limits (discovery document; the range limit is undocumented, see docstring).
 _FREEBUSY_MAX_CALENDARS = 50
 _FREEBUSY_MAX_GROUP = 100
+# Recurrence expansion (singleEvents=true): how far a list without timeMax expands, and at most
+# how many instances of one recurring event (guessed bounds; Google's are undocumented).
+_EXPAND_DAYS = 730
+_EXPAND_MAX = 2500
 
 
 # --------------------------------------------------------------------------- errors
@@ -785,6 +818,9 @@ class _Event:
     updated_ts: float
     pending_reads: int = 0          # reads left before a pending conference completes
     last_request_id: str | None = None
+    virtual: bool = False           # an instance generated from a recurring event, not stored
+    gone: dict[str, int] = field(default_factory=dict)  # recurring: instance id -> change counter
+                                                        # when a rule change removed it
 
 
 @dataclass
@@ -956,6 +992,7 @@ class GoogleSandbox:
         self._consents: dict[str, dict] = {}        # pending consent pages, by txn id
         self._seq = 0
         self._sync_tokens: dict[str, tuple[str, int]] = {}
+        self._token_windows: dict[str, tuple[float | None, float | None] | None] = {}
         self._auto_email: str | None = None
         self._grant_only: list[str] | None = None
         self._down = False
@@ -1361,12 +1398,21 @@ class GoogleSandbox:
 
     # ------------------------------------------------------------------ event inspection / user edits
 
-    def events(self, calendar_id: str, include_cancelled: bool = True) -> list[dict]:
+    def events(self, calendar_id: str, include_cancelled: bool = True, *, single_events: bool = False,
+               time_min: datetime | None = None, time_max: datetime | None = None) -> list[dict]:
         """Stored events of a calendar as the API would render them (deep copies; full data
-        even for tombstones; reading them here does not advance pending conferences)."""
+        even for tombstones; reading them here does not advance pending conferences).
+
+        ``single_events``: recurring events replaced by their instances overlapping
+        [``time_min``, ``time_max``) (aware datetimes), as ``events.list(singleEvents=true)``."""
         with self._lock:
             cal = self._calendars[calendar_id]
-            return [self._render(cal, ev) for ev in sorted(cal.events.values(), key=lambda e: e.seq)
+            pool = sorted(cal.events.values(), key=lambda e: e.seq)
+            if single_events:
+                lo = time_min.timestamp() if time_min else None
+                hi = time_max.timestamp() if time_max else None
+                pool = self._single_events(cal, pool, lo, hi, None, None)
+            return [self._render(cal, ev) for ev in pool
                     if include_cancelled or ev.data.get("status") != "cancelled"]
 
     def event(self, calendar_id: str, event_id: str) -> dict | None:
@@ -1388,20 +1434,22 @@ class GoogleSandbox:
                                                   organizer=event.get("organizer")))
 
     def user_patch(self, calendar_id: str, event_id: str, changes: dict) -> dict:
-        """The owner edits an event in Google's UI (patch semantics)."""
+        """The owner edits an event in Google's UI (patch semantics). An instance id of a
+        recurring event (``<masterId>_<YYYYMMDDTHHMMSSZ>``) edits that instance only."""
         with self._lock:
             cal = self._calendars[calendar_id]
             self._disc.check_body(changes, "Event")
-            ev = cal.events.get(event_id)
+            ev = self._lookup(cal, event_id, materialize=True)
             if ev is None:
                 raise KeyError(event_id)
             return self._render(cal, self._modify(cal, ev, changes, 1, "patch"))
 
     def user_delete(self, calendar_id: str, event_id: str) -> None:
-        """The owner deletes an event in Google's UI (it becomes a tombstone)."""
+        """The owner deletes an event in Google's UI (it becomes a tombstone). An instance id
+        cancels that instance only; a recurring event's own id cancels the whole series."""
         with self._lock:
             cal = self._calendars[calendar_id]
-            ev = cal.events.get(event_id)
+            ev = self._lookup(cal, event_id, materialize=True)
             if ev is None:
                 raise KeyError(event_id)
             self._delete(cal, ev)
@@ -2002,14 +2050,15 @@ class GoogleSandbox:
 
     def _h_events_get(self, ctx: _AccessToken, cal_id: str, event_id: str):
         cal = self._calendar(ctx, cal_id)
-        ev = cal.events.get(event_id)
+        ev = self._lookup(cal, event_id, materialize=False)
         if ev is None:
             raise _not_found()
         if self._role(cal, ctx.email) == "freeBusyReader":
             if ev.data.get("status") != "cancelled" and not self._is_busy(cal, ev):
                 raise _not_found()  # free time is not visible to a free/busy reader
             return self._busy_only(self._render(cal, ev, self._tz_param()))
-        self._count_read(cal, ev)
+        if not ev.virtual:
+            self._count_read(cal, ev)
         inm = request.headers.get("If-None-Match")
         if inm is not None and inm.strip() == ev.data["etag"]:
             return Response(status=304)
@@ -2023,7 +2072,7 @@ class GoogleSandbox:
 
     def _h_write(self, ctx, cal_id, event_id, mode):
         cal = self._calendar(ctx, cal_id, write=True)
-        ev = cal.events.get(event_id)
+        ev = self._lookup(cal, event_id, materialize=True)
         if ev is None:
             raise _not_found()
         self._check_if_match(ev)
@@ -2036,7 +2085,7 @@ class GoogleSandbox:
 
     def _h_events_delete(self, ctx: _AccessToken, cal_id: str, event_id: str):
         cal = self._calendar(ctx, cal_id, write=True)
-        ev = cal.events.get(event_id)
+        ev = self._lookup(cal, event_id, materialize=True)
         if ev is None:
             raise _not_found()
         if ev.data.get("status") == "cancelled":
@@ -2134,7 +2183,11 @@ class GoogleSandbox:
                 return [ev.updated_ts, ev.data["id"]]
             return [ev.seq, ev.data["id"]]
 
-        candidates = sorted((ev for ev in cal.events.values() if matches(ev)), key=key)
+        pool = list(cal.events.values())
+        window = self._token_windows.get(sync_token) if since is not None else (tmin, tmax)
+        if a.get("singleEvents") == "true":
+            pool = self._single_events(cal, pool, tmin, tmax, since, window)
+        candidates = sorted((ev for ev in pool if matches(ev)), key=key)
         if after is not None:
             candidates = [ev for ev in candidates if key(ev) > after]
         page, more = candidates[:size], len(candidates) > size
@@ -2142,7 +2195,8 @@ class GoogleSandbox:
         last = key(page[-1]) if page else after
         if not busy_only:
             for ev in page:
-                self._count_read(cal, ev)
+                if not ev.virtual:
+                    self._count_read(cal, ev)
         items = [self._render(cal, ev, tz, tombstone=ev.data.get("status") == "cancelled") for ev in page]
         if busy_only:
             items = [self._busy_only(it) for it in items]
@@ -2158,6 +2212,7 @@ class GoogleSandbox:
         else:
             token = "CP" + secrets.token_urlsafe(24)
             self._sync_tokens[token] = (cal.id, snapshot)
+            self._token_windows[token] = window  # incremental lists expand changed series in it
             out["nextSyncToken"] = token
         out["items"] = items
         return out
@@ -2256,7 +2311,8 @@ class GoogleSandbox:
             if cal is None or self._role(cal, ctx.email) is None:
                 out[cid] = {"errors": [{"domain": "global", "reason": "notFound"}], "busy": []}
                 continue
-            spans = sorted((max(ev.start_ts, tmin), min(ev.end_ts, tmax)) for ev in cal.events.values()
+            pool = self._single_events(cal, list(cal.events.values()), tmin, tmax, None, None)
+            spans = sorted((max(ev.start_ts, tmin), min(ev.end_ts, tmax)) for ev in pool
                            if ev.end_ts > tmin and ev.start_ts < tmax and self._is_busy(cal, ev))
             merged: list[list[float]] = []
             for start, end in spans:
@@ -2531,11 +2587,17 @@ class GoogleSandbox:
             data.setdefault("reminders", {"useDefault": True})
             data.setdefault("eventType", old.get("eventType", "default"))
         data.setdefault("status", "confirmed")
+        if "originalStartTime" in old:  # an instance stays the instance it was, even after an update
+            data["originalStartTime"] = copy.deepcopy(old["originalStartTime"])
         if data.get("eventType", "default") != old.get("eventType", "default"):
             raise _bad("The event type cannot be modified.", "eventTypeRestriction")
         start_ts, end_ts = self._check_event(cal, data)
         trial = _Event(data=data, seq=ev.seq, start_ts=start_ts, end_ts=end_ts, updated_ts=ev.updated_ts,
-                       pending_reads=ev.pending_reads, last_request_id=ev.last_request_id)
+                       pending_reads=ev.pending_reads, last_request_id=ev.last_request_id, gone=ev.gone)
+        recurring = self._is_master(ev) or self._is_master(trial)
+        if recurring:
+            lo = min(ev.start_ts, trial.start_ts)
+            before = set(self._instance_ids(cal, ev, lo)) if self._is_master(ev) else set()
         if conf_version == 1:
             if "conferenceData" in body:
                 self._apply_conference(trial, body["conferenceData"])
@@ -2549,12 +2611,18 @@ class GoogleSandbox:
         ev.data, ev.start_ts, ev.end_ts = trial.data, trial.start_ts, trial.end_ts
         ev.pending_reads, ev.last_request_id = trial.pending_reads, trial.last_request_id
         self._touch(cal, ev)
+        if recurring:
+            self._forget_instances(cal, ev, before - set(self._instance_ids(cal, ev, lo)))
         return ev
 
     def _delete(self, cal: _Calendar, ev: _Event) -> None:
         ev.data["status"] = "cancelled"
         ev.data["sequence"] = ev.data.get("sequence", 0) + 1
         self._touch(cal, ev)
+        if self._is_master(ev):  # a deleted series takes its moved instances with it
+            for other in list(cal.events.values()):
+                if other.data.get("recurringEventId") == ev.data["id"] and other.data.get("status") != "cancelled":
+                    self._delete(cal, other)
 
     def _touch(self, cal: _Calendar, ev: _Event) -> None:
         """Record a write: new change number, ``updated`` and etag."""
@@ -2586,6 +2654,16 @@ class GoogleSandbox:
             raise _bad("Start and end times must either both be date or both be dateTime.", "invalid")
         if end_ts <= start_ts:
             raise _bad("The specified time range is empty.", "timeRangeEmpty")
+        if data.get("recurrence") is not None:
+            if data.get("recurringEventId"):
+                raise _bad("An instance of a recurring event cannot have a recurrence.", "invalid")
+            lines = data["recurrence"]
+            if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+                raise _bad("Invalid recurrence rule.", "invalid")
+            try:
+                self._occurrences(cal, data, start_ts, start_ts + 86400)
+            except (ValueError, TypeError, KeyError):
+                raise _bad("Invalid recurrence rule.", "invalid")
         attendees = data.get("attendees")
         if attendees:
             for att in attendees:
@@ -2636,6 +2714,172 @@ class GoogleSandbox:
                 raise _bad(f"Missing time zone definition for {which} time.", "required")
             dt = dt.replace(tzinfo=_zone(tz_name))
         return dt.timestamp(), "dateTime"
+
+    # ------------------------------------------------------------------ recurrence (singleEvents=true)
+
+    @staticmethod
+    def _is_master(ev: _Event) -> bool:
+        """A recurring event itself (it has ``recurrence``), as opposed to one of its instances."""
+        return bool(ev.data.get("recurrence")) and not ev.data.get("recurringEventId")
+
+    @staticmethod
+    def _occurrences(cal: _Calendar, data: dict, lo: float, hi: float) -> list[datetime]:
+        """Original starts of a recurring event's instances that overlap [lo, hi) (epoch seconds).
+
+        RFC 5545 via dateutil's ``rrulestr`` (RRULE, EXRULE, RDATE, EXDATE lines). DTSTART is the
+        start's wall-clock time in its ``timeZone`` (else the calendar's), so instances keep their
+        local time across DST; all-day events recur on dates (naive, midnight in the calendar's
+        zone). At most ``_EXPAND_MAX``. Raises ValueError/TypeError for a rule dateutil refuses
+        (e.g. a local UNTIL with a timed start: RFC 5545 wants UTC there)."""
+        start, end = data["start"], data["end"]
+        if start.get("date"):
+            zone = _zone(cal.time_zone) or timezone.utc
+            first = datetime.combine(date.fromisoformat(start["date"]), datetime.min.time())
+            span = (date.fromisoformat(end["date"]) - first.date()).days * 86400
+            localize = lambda o: o.replace(tzinfo=zone)  # noqa: E731
+        else:
+            zone = _zone(start.get("timeZone") or cal.time_zone) or timezone.utc
+            dt = _parse_rfc3339(start["dateTime"])
+            first = dt.replace(tzinfo=zone) if dt.tzinfo is None else dt.astimezone(zone)
+            end_dt = _parse_rfc3339(end["dateTime"])
+            end_dt = end_dt.replace(tzinfo=_zone(end.get("timeZone") or cal.time_zone)) \
+                if end_dt.tzinfo is None else end_dt
+            span = end_dt.timestamp() - first.timestamp()
+            localize = lambda o: o  # noqa: E731
+        rules = rrulestr("\n".join(data["recurrence"]), dtstart=first, forceset=True)
+        out: list[datetime] = []
+        for occ in rules:
+            occ = localize(occ)
+            ts = occ.timestamp()
+            if ts >= hi or len(out) >= _EXPAND_MAX:
+                break
+            if ts + span > lo:
+                out.append(occ)
+        return out
+
+    @staticmethod
+    def _instance_id(master_id: str, occ: datetime, all_day: bool) -> str:
+        """``<masterId>_<YYYYMMDDTHHMMSSZ>`` (UTC basic format) or ``<masterId>_<YYYYMMDD>``."""
+        if all_day:
+            return f"{master_id}_{occ.strftime('%Y%m%d')}"
+        return f"{master_id}_{occ.astimezone(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+
+    def _bounds(self, ev: _Event, lo: float | None, hi: float | None) -> tuple[float, float]:
+        lo = ev.start_ts if lo is None else lo
+        return lo, (max(lo, self._now()) + _EXPAND_DAYS * 86400) if hi is None else hi
+
+    def _instance_ids(self, cal: _Calendar, master: _Event, lo: float) -> list[str]:
+        """Ids of the instances a (live) recurring event has from ``lo`` on (expansion bound)."""
+        if not self._is_master(master):
+            return []
+        all_day = bool(master.data["start"].get("date"))
+        return [self._instance_id(master.data["id"], occ, all_day)
+                for occ in self._occurrences(cal, master.data, *self._bounds(master, lo, None))]
+
+    def _instance(self, cal: _Calendar, master: _Event, occ: datetime) -> _Event:
+        """One generated instance: the master's fields, its own id and times, ``recurringEventId``,
+        ``originalStartTime``, the same ``iCalUID``; not stored (``virtual``)."""
+        d = master.data
+        all_day = bool(d["start"].get("date"))
+        data = {k: copy.deepcopy(v) for k, v in d.items() if k != "recurrence"}
+        data["id"] = self._instance_id(d["id"], occ, all_day)
+        data["recurringEventId"] = d["id"]
+        if all_day:
+            days = date.fromisoformat(d["end"]["date"]) - date.fromisoformat(d["start"]["date"])
+            data["start"] = {"date": occ.date().isoformat()}
+            data["end"] = {"date": (occ.date() + days).isoformat()}
+            start_ts = occ.timestamp()
+            end_ts = datetime.combine(occ.date() + days, datetime.min.time(), occ.tzinfo).timestamp()
+        else:
+            start_ts = occ.timestamp()
+            end_ts = start_ts + (master.end_ts - master.start_ts)
+            data["start"] = {k: v for k, v in d["start"].items() if k == "timeZone"}
+            data["start"]["dateTime"] = occ.isoformat()
+            data["end"] = {k: v for k, v in d["end"].items() if k == "timeZone"}
+            data["end"]["dateTime"] = datetime.fromtimestamp(end_ts, occ.tzinfo).isoformat()
+        data["originalStartTime"] = copy.deepcopy(data["start"])
+        return _Event(data=data, seq=master.seq, start_ts=start_ts, end_ts=end_ts,
+                      updated_ts=master.updated_ts, virtual=True)
+
+    def _expand(self, cal: _Calendar, master: _Event, lo: float | None, hi: float | None) -> list[_Event]:
+        """Generated instances overlapping [lo, hi); those stored as exceptions (moved or cancelled
+        instances) are left out, since the stored exception stands in their place."""
+        out = []
+        for occ in self._occurrences(cal, master.data, *self._bounds(master, lo, hi)):
+            inst = self._instance(cal, master, occ)
+            if inst.data["id"] not in cal.events:
+                out.append(inst)
+        return out
+
+    def _single_events(self, cal: _Calendar, pool: list[_Event], tmin: float | None, tmax: float | None,
+                       since: int | None, window) -> list[_Event]:
+        """``singleEvents=true``: recurring events replaced by their instances.
+
+        A full list expands within ``timeMin``/``timeMax`` (without them: from the series' start,
+        up to ``_EXPAND_DAYS`` ahead). An incremental list (``since`` = change counter of the sync
+        token) expands only series changed since, within the window of the full list the token
+        chain began with, and adds a bare cancelled instance for every instance a rule change
+        removed since (guessed: Google's sync guide does not say how it reports them)."""
+        out: list[_Event] = []
+        for ev in pool:
+            if not self._is_master(ev):
+                out.append(ev)
+                continue
+            if since is None:
+                out.extend(self._expand(cal, ev, tmin, tmax))
+                continue
+            if ev.seq <= since:
+                continue
+            lo, hi = window or (None, None)
+            out.extend(self._expand(cal, ev, lo, hi))
+            for iid, seq in ev.gone.items():
+                if seq > since and iid not in cal.events:
+                    data = {"id": iid, "status": "cancelled", "recurringEventId": ev.data["id"],
+                            "etag": ev.data["etag"], "updated": ev.data["updated"]}
+                    out.append(_Event(data=data, seq=seq, start_ts=ev.start_ts, end_ts=ev.end_ts,
+                                      updated_ts=ev.updated_ts, virtual=True))
+        return out
+
+    def _lookup(self, cal: _Calendar, event_id: str, *, materialize: bool) -> _Event | None:
+        """A stored event, or a generated instance named by its instance id (None if neither).
+
+        ``materialize``: store the instance as an exception first (a patch moves it, a delete
+        cancels it, as Google does for "only this event")."""
+        ev = cal.events.get(event_id)
+        if ev is not None or "_" not in event_id:
+            return ev
+        master_id, _, stamp = event_id.rpartition("_")
+        master = cal.events.get(master_id)
+        if master is None or not self._is_master(master) or master.data.get("status") == "cancelled":
+            return None
+        all_day = bool(master.data["start"].get("date"))
+        try:
+            if all_day:
+                moment = datetime.strptime(stamp, "%Y%m%d").replace(tzinfo=_zone(cal.time_zone))
+            else:
+                moment = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+        ts = moment.timestamp()
+        for occ in self._occurrences(cal, master.data, ts - 1, ts + 1):
+            inst = self._instance(cal, master, occ)
+            if inst.data["id"] == event_id:
+                if materialize:
+                    inst.virtual = False
+                    cal.events[event_id] = inst
+                return inst
+        return None
+
+    def _forget_instances(self, cal: _Calendar, master: _Event, removed: set[str]) -> None:
+        """A rule change (e.g. "this and following" setting UNTIL) removed these instances: an
+        incremental list reports them cancelled; their stored exceptions are cancelled too."""
+        for iid in removed:
+            master.gone[iid] = self._seq
+            exc = cal.events.get(iid)
+            if exc is not None and exc.data.get("status") != "cancelled":
+                self._delete(cal, exc)
+        for iid in self._instance_ids(cal, master, master.start_ts):
+            master.gone.pop(iid, None)  # back in the series (the rule changed again)
 
     # ------------------------------------------------------------------ conferences
 
@@ -2712,8 +2956,12 @@ class GoogleSandbox:
     def _render(self, cal: _Calendar, ev: _Event, tz: str | None = None, tombstone: bool = False) -> dict:
         d = ev.data
         if tombstone:
-            return {"kind": "calendar#event", "etag": d["etag"], "id": d["id"], "status": "cancelled",
-                    "updated": d["updated"]}
+            out = {"kind": "calendar#event", "etag": d["etag"], "id": d["id"], "status": "cancelled",
+                   "updated": d["updated"]}
+            for k in ("recurringEventId", "originalStartTime"):  # a cancelled instance says which
+                if k in d:
+                    out[k] = copy.deepcopy(d[k])
+            return out
         out: dict[str, Any] = {"kind": "calendar#event", "etag": d["etag"], "id": d["id"],
                                "status": d["status"], "htmlLink": d["htmlLink"], "created": d["created"],
                                "updated": d["updated"]}

@@ -529,6 +529,8 @@ class Inbound:
                          & (BusyBlock.event_id == event.id))
                 if not self.blocks_time(connection, event):
                     BusyBlock.delete().where(where).execute()
+                    if event.cancelled:
+                        self._forget_instances(connection, calendar_id, event.id)
                     continue
                 name = "Busy" if event.private else (event.summary or "Busy")[:255]
                 values = dict(doctor_id=connection.doctor_id, start_utc=event.start, end_utc=event.end, name=name)
@@ -536,6 +538,20 @@ class Inbound:
                  .on_conflict(conflict_target=[BusyBlock.connection, BusyBlock.calendar_id, BusyBlock.event_id],
                               update={getattr(BusyBlock, k): v for k, v in values.items()}).execute())
         return self._digest(connection) != before
+
+    @staticmethod
+    def _forget_instances(connection: Connection, calendar_id: str, series_id: str) -> None:
+        """A cancelled recurring event (series) also takes its instances' blocks (``<seriesId>_<start>``).
+
+        Google usually sends each instance's tombstone too; this covers a pull that names only the
+        series. Compared in Python: ``_`` is a wildcard in SQL ``LIKE``."""
+        prefix = series_id + "_"
+        ids = [event_id for (event_id,) in BusyBlock.select(BusyBlock.event_id).where(
+            (BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)).tuples()
+            if event_id.startswith(prefix)]
+        for chunk in range(0, len(ids), 500):
+            BusyBlock.delete().where((BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)
+                                     & BusyBlock.event_id.in_(ids[chunk:chunk + 500])).execute()
 
     def _free_busy_blocks(self, connection: Connection, google, calendar_id: str, start: datetime,
                           end: datetime) -> bool:

@@ -98,6 +98,13 @@ SETTINGS: tuple[Setting, ...] = (
             help="How often KiviCare is asked for changed appointments."),
     Setting("bridge", "horizon_days", 90, int, label="Horizon (days)",
             help="Appointments from yesterday up to this many days ahead are kept in sync."),
+    Setting("bridge", "near_days", 14, int, label="Near window (days)",
+            help="Appointments from yesterday up to this many days ahead are read every poll interval; those "
+                 "further ahead (up to the horizon) only every far-window interval, to spare the WordPress "
+                 "server. At least 1; a value beyond the horizon means the whole horizon."),
+    Setting("bridge", "far_poll_seconds", 600, int, label="Far window poll interval (seconds)",
+            help="How often appointments beyond the near window are read. Changes there reach Google within "
+                 "this time without the companion plugin, at once with it."),
     Setting("bridge", "workers", 2, int, label="Workers", help="Jobs run in parallel against Google."),
     Setting("web", "host", "127.0.0.1", label="Listen address"),
     Setting("web", "port", 8300, int, label="Listen port"),

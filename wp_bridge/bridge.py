@@ -1,12 +1,16 @@
 """The sync engine, KiviCare → Google: snapshot → diff → jobs → calendar provider → mapping table.
 
 ``poll()`` lists the appointment window (yesterday … ``horizon_days`` ahead, UTC) with
-``GET /appointments?timezone=UTC&perPage=all``, fetches ``GET /appointments/{id}`` only for new or
+``GET /appointments?timezone=UTC&perPage=all``. The window has two parts (issue 7): the near window
+(yesterday … ``near_days`` ahead), listed at every poll, and the far window (the rest of the horizon),
+listed only every ``far_poll_seconds``, because KiviCare's list costs ~70 ms + 1.4 ms per appointment
+(kivicare/API.md, "Measured cost"). ``poll()`` fetches ``GET /appointments/{id}`` only for new or
 changed rows (to learn their service ids), caches what it saw, and enqueues a job wherever an
 event's desired content differs from what Google last confirmed. Rows that vanished from the
 window are confirmed with ``GET /appointments/{id}`` (404 = deleted) before anything is deleted
-(DESIGN invariant 3). Workers run the jobs (``run_due_jobs``): insert/patch/delete events with
-deterministic ids (invariant 1), fetch pending Meet conferences, and record the outcome.
+(DESIGN invariant 3); only rows of the part actually listed are looked for. Workers run the jobs
+(``run_due_jobs``): insert/patch/delete events with deterministic ids (invariant 1), fetch pending Meet
+conferences, and record the outcome.
 
 Rules (issue 2): events exist for booked (1), pending (2, tentative), checked-in (4) and checked-out
 (3) appointments. A future appointment that is cancelled or deleted loses its event; a past one
@@ -20,7 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
@@ -67,7 +71,36 @@ class PollReport:
     missing_checked: int = 0
     deleted: int = 0
     enqueued: int = 0
+    windows: tuple[str, ...] = ()  # the parts listed: "near", "far" (both after a start or when asked)
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PollWindow:
+    """A part of the synced window: appointment starts in ``[start, end)``, UTC, on whole UTC days.
+
+    KiviCare filters ``date_from``/``date_to`` on the start only, both days inclusive (API.md 2.2), so
+    the listing of ``first_day`` … ``last_day`` is exactly this half-open span: consecutive windows
+    neither overlap nor leave a gap.
+    """
+
+    name: str  # "near" or "far"
+    start: datetime  # aware UTC, 00:00 of the first day
+    end: datetime  # aware UTC, 00:00 of the day after the last one (excluded)
+
+    @property
+    def first_day(self) -> date:
+        return self.start.date()
+
+    @property
+    def last_day(self) -> date:
+        return (self.end - timedelta(days=1)).date()
+
+    def __contains__(self, instant: datetime) -> bool:
+        return self.start <= instant < self.end
+
+
+POLL_SCOPES = ("all", "due", "near", "far")
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,8 @@ class Bridge:
         self._services: dict[int, int] = {}  # doctor-service mapping id -> kc_services id
         self._services_checked: datetime | None = None
         self._poll_lock = threading.Lock()
+        self._far_listed_at: datetime | None = None  # None: not since start, so the first poll lists both
+        self._warned_near_days: int | None = None
         self._pull_lock = threading.Lock()
         self.inbound = Inbound(self)
 
@@ -202,30 +237,80 @@ class Bridge:
                                datetime.max.time(), timezone.utc)
         return start, end
 
-    def poll(self) -> PollReport:
-        """One poll of KiviCare. Raises KiviCareError when KiviCare cannot be read (nothing is changed then)."""
+    def near_days(self) -> int:
+        """``bridge.near_days`` made usable: at least 1 and at most ``bridge.horizon_days`` (warned once)."""
+        wanted = int(self.cfg.get("bridge.near_days"))
+        horizon = max(int(self.cfg.get("bridge.horizon_days")), 1)
+        days = min(max(wanted, 1), horizon)
+        if wanted < 1 and self._warned_near_days != wanted:
+            self._warned_near_days = wanted
+            log.warning("bridge.near_days is %d; it must be at least 1, so 1 is used", wanted)
+        return days
+
+    def poll_windows(self) -> tuple[PollWindow, PollWindow | None]:
+        """The near and far windows for today (UTC dates, by ``self.clock``): near is yesterday 00:00 up to
+        the end of the day ``near_days`` ahead; far is the rest of the horizon (None when near covers it)."""
+        start, end = self.window()
+        horizon_end = datetime.combine(end.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+        today = self.clock().astimezone(timezone.utc).date()
+        near_end = min(datetime.combine(today + timedelta(days=self.near_days() + 1), datetime.min.time(),
+                                        timezone.utc), horizon_end)
+        near = PollWindow("near", start, near_end)
+        return near, (PollWindow("far", near_end, horizon_end) if near_end < horizon_end else None)
+
+    def far_due(self) -> bool:
+        """True when the far window has not been listed since start, or ``bridge.far_poll_seconds`` ago or more
+        (by ``self.clock``; a clock that went backwards counts as due)."""
+        if self._far_listed_at is None:
+            return True
+        elapsed = (self.clock() - self._far_listed_at).total_seconds()
+        return elapsed < 0 or elapsed >= int(self.cfg.get("bridge.far_poll_seconds"))
+
+    def poll(self, scope: str = "all") -> PollReport:
+        """One poll of KiviCare. Raises KiviCareError when KiviCare cannot be read (nothing is changed then).
+
+        ``scope``: "all" (near and far windows: the default, for a start, a connect or a settings change),
+        "due" (the loop's timer: the near window, plus the far window when ``far_due()``), "near" or "far".
+        Windows listed together are read with one request. Raises ValueError for another scope.
+        """
+        if scope not in POLL_SCOPES:
+            raise ValueError(f"unknown poll scope {scope!r}; expected one of {', '.join(POLL_SCOPES)}")
         with self._poll_lock:
+            near, far = self.poll_windows()
+            windows = {"all": (near, far), "due": (near, far if self.far_due() else None),
+                       "near": (near,), "far": (far,)}[scope]
+            windows = tuple(w for w in windows if w is not None)
+            began = self.clock()
             try:
-                report = self._poll()
+                report = self._poll(windows)
             except KiviCareError as exc:
                 self.rt.set_state("poll", {"ok": False, "at": utcnow().isoformat(), "error": str(exc)[:300]})
                 raise
-            self.rt.set_state("poll", {"ok": True, "at": utcnow().isoformat(), "error": ""})
+            if far is None or far in windows:
+                self._far_listed_at = began  # measured from the start: the list shows KiviCare as of then
+            self.rt.set_state("poll", {"ok": True, "at": utcnow().isoformat(), "error": "",
+                                       "windows": list(report.windows)})
             return report
 
-    def _poll(self) -> PollReport:
+    def _poll(self, windows: tuple[PollWindow, ...]) -> PollReport:
         self._held_deletes: dict[int, list[tuple[str, int]]] = {}  # the mass-delete guard's holding pen
         try:
-            return self._poll_window()
+            if not windows:  # "far" asked while the near window covers the whole horizon
+                return PollReport()
+            # The windows are consecutive (near, far): one listing of both costs one fixed part, not two.
+            report = self._poll_window(windows[0].start, windows[-1].end)
+            report.windows = tuple(w.name for w in windows)
+            return report
         finally:
             held, self._held_deletes = self._held_deletes, None
             self._release_or_hold(held)
 
-    def _poll_window(self) -> PollReport:
+    def _poll_window(self, start: datetime, end: datetime) -> PollReport:
+        """List appointments starting in ``[start, end)`` (UTC, whole days), plan them, and confirm the rows
+        known in that span that the list no longer shows. Rows outside the span are left alone."""
         report = PollReport()
         client = self.rt.kivicare()
-        start, end = self.window()
-        page = client.list_appointments(start.date(), end.date())
+        page = client.list_appointments(start.date(), (end - timedelta(days=1)).date())
         report.listed = len(page.appointments)
         rejected_ids = {appointment_id for appointment_id, _, _ in page.rejected if appointment_id}
         for appointment_id, digest, problem in page.rejected:
@@ -265,10 +350,11 @@ class Bridge:
             if row.id not in {r.id for r in leftovers}]
         for row in leftovers:
             report.enqueued += self._plan_deleted(row, connections)
-        # Rows we knew in this window that the list no longer shows: ask KiviCare before acting.
-        # Materialised: SQLite refuses writes made while a read is still open on this connection.
+        # Rows we knew in the span listed that the list no longer shows: ask KiviCare before acting. Only
+        # this span: a row of a window not listed now is not missing. Materialised: SQLite refuses writes
+        # made while a read is still open on this connection.
         missing = list(AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
-                                                     & (AppointmentRow.start_utc <= end)))
+                                                     & (AppointmentRow.start_utc < end)))
         doctor_exists: dict[int, bool] = {}
         for row in missing:
             if row.id in seen or row.id in rejected_ids:

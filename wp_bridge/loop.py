@@ -1,7 +1,9 @@
-"""The unattended bridge loop (``schedule``): poll KiviCare every ``poll_seconds``, run jobs in workers,
+"""The unattended bridge loop (``schedule``): poll KiviCare every ``poll_seconds`` (the near window; the far
+window when ``far_poll_seconds`` have passed, ``Bridge.poll(scope="due")``), run jobs in workers,
 and once a day (and once at start) purge old log rows (``wp_bridge.retention``).
 
-A poll also runs at once when something asks for it (a doctor connected, a setting changed).
+A poll of both windows also runs at once when something asks for it (a doctor connected, a setting
+changed, hints were dropped): what changed may be anywhere in the horizon.
 KiviCare or Google being down never ends the loop: the poll logs and tries again next time, and
 jobs wait with backoff. Only ``RefuseToRun`` (another Google integration active) stops it.
 """
@@ -33,7 +35,7 @@ class BridgeLoop:
         self.work_available = runtime.work_available
 
     def start(self) -> None:
-        self.scheduler.every(int(self.rt.cfg.get("bridge.poll_seconds"))).seconds.do(self.poll)
+        self.scheduler.every(int(self.rt.cfg.get("bridge.poll_seconds"))).seconds.do(self.poll, "due")
         self.scheduler.every(1).days.do(self.purge)
         self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
         for n in range(self.workers):
@@ -48,11 +50,13 @@ class BridgeLoop:
         for thread in self.threads:
             thread.join(timeout)
 
-    def poll(self) -> None:
+    def poll(self, scope: str = "all") -> None:
+        """Poll KiviCare (``scope`` as ``Bridge.poll``), then pull Google; logs failures, never raises."""
         try:
-            report = self.bridge.poll()
-            log.info("poll: %d appointments listed, %d fetched, %d skipped, %d deleted, %d jobs queued",
-                     report.listed, report.fetched, report.rejected, report.deleted, report.enqueued)
+            report = self.bridge.poll(scope)
+            log.info("poll (%s): %d appointments listed, %d fetched, %d skipped, %d deleted, %d jobs queued",
+                     "+".join(report.windows) or "nothing", report.listed, report.fetched, report.rejected,
+                     report.deleted, report.enqueued)
             if report.enqueued:
                 self.work_available.set()
         except KiviCareError as exc:
@@ -100,7 +104,7 @@ class BridgeLoop:
     def _poller(self) -> None:
         if not self._startup():
             return
-        self.poll()
+        self.poll("due")  # nothing listed since start: both windows
         self.purge()  # a process restarted more often than daily still purges
         while not self.stopping.is_set():
             self.scheduler.run_pending()

@@ -330,6 +330,8 @@ SECTIONS = (
         Field("sync.conflict_rule", "radio", v_choice(tuple(c[0] for c in CONFLICT_RULES)), CONFLICT_RULES),
         Field("bridge.horizon_days", "number", v_int(1, 365)),
         Field("bridge.poll_seconds", "number", v_int(5, 3600)),
+        Field("bridge.near_days", "number", v_int(1, 365)),
+        Field("bridge.far_poll_seconds", "number", v_int(60, 86400)),
         Field("sync.mass_cancel_share", "number", v_int(1, 100),
               help=_l("If one sync from Google would cancel more than this share (in %) of a doctor's upcoming "
                       "appointments at once, and at least 3, nothing is cancelled and the admin is asked on the "

@@ -53,6 +53,7 @@ def test_setting_changes_name_the_setting_and_never_a_secrets_value(admin_client
 def test_typed_values_are_shown_old_to_new(admin_client, rt):
     post_section(admin_client, "sync", **{"sync.direction": "both", "sync.conflict_rule": "manual",
                                           "bridge.horizon_days": "90", "bridge.poll_seconds": "60",
+                                          "bridge.near_days": "14", "bridge.far_poll_seconds": "600",
                                           "sync.mass_cancel_share": "30", "google.push_over_http": "on"})
     changed = {e.target: e.detail for e in entries("setting_changed")}
     assert changed == {"sync.conflict_rule": '"kivicare" → "manual"', "bridge.poll_seconds": "30 → 60",

@@ -54,7 +54,8 @@ def test_save_google_and_secret_is_never_rendered_back(admin_client, rt):
 
 
 SYNC = {"sync.direction": "both", "sync.conflict_rule": "kivicare", "bridge.horizon_days": "90",
-        "bridge.poll_seconds": "30", "sync.mass_cancel_share": "30"}
+        "bridge.poll_seconds": "30", "bridge.near_days": "14", "bridge.far_poll_seconds": "600",
+        "sync.mass_cancel_share": "30"}
 EVENTS = {"sync.event_template": "template", "sync.title_template": "{{service_name}}",
           "sync.description_template": "At {{clinic_name}}"}
 ALERTS = {"alerts.recipients": "", "alerts.smtp_host": "", "alerts.smtp_port": "587", "alerts.smtp_tls": "starttls",
@@ -67,6 +68,8 @@ ALERTS = {"alerts.recipients": "", "alerts.smtp_host": "", "alerts.smtp_port": "
     ("kivicare", {"kivicare.base_url": "https://clinic.example/wp-json", "kivicare.username": "sidecar"},
      "kivicare.base_url", "without /wp-json"),
     ("sync", {**SYNC, "bridge.poll_seconds": "0"}, "bridge.poll_seconds", "whole number from 5 to 3600"),
+    ("sync", {**SYNC, "bridge.near_days": "0"}, "bridge.near_days", "whole number from 1 to 365"),
+    ("sync", {**SYNC, "bridge.far_poll_seconds": "5"}, "bridge.far_poll_seconds", "whole number from 60 to 86400"),
     ("sync", {**SYNC, "bridge.horizon_days": "soon"}, "bridge.horizon_days", "whole number from 1 to 365"),
     ("events", {**EVENTS, "sync.reminder_minutes": "10, soon"}, "sync.reminder_minutes", "whole numbers of minutes"),
     ("events", {**EVENTS, "sync.title_template": "{{patient_nam}}"}, "sync.title_template",

@@ -51,6 +51,14 @@ def _v6_first_sync_confirmation(db: peewee.Database) -> None:
         m.Connection.calendar_id.is_null(False) & m.Connection.sync_confirmed_at.is_null()).execute()
 
 
+def _v7_sync_log_outcome_index(db: peewee.Database) -> None:
+    # Only this index, and only when missing (MySQL/MariaDB have no CREATE INDEX IF NOT EXISTS in peewee).
+    existing = {index.name for index in db.get_indexes("sync_log")}
+    for index in m.SyncLog._meta.fields_to_index():
+        if index._name == "sync_log_outcome_at" and index._name not in existing:
+            db.execute(m.SyncLog._schema._create_index(index, safe=False))
+
+
 MIGRATIONS = (
     (1, "initial: settings, accounts, doctors, connections, appointments, meet mappings, jobs, sync log",
      _v1_initial),
@@ -59,6 +67,7 @@ MIGRATIONS = (
     (4, "audit trail of admin actions", _v4_audit),
     (5, "pending writes: Google writes sent but not yet confirmed (echoes, lost answers)", _v5_pending_writes),
     (6, "first-sync confirmation: sync waits until someone confirms the preview", _v6_first_sync_confirmation),
+    (7, "sync log index on (outcome, at) for failure filters and counts", _v7_sync_log_outcome_index),
 )
 
 

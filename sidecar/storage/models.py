@@ -297,6 +297,8 @@ class SyncLog(BaseModel):
 
     class Meta:
         table_name = "sync_log"
+        # The log page's "failed or retrying" filter and the dashboard's error counts (newest first).
+        indexes = ((("outcome", "at"), False),)
 
 
 class SyncCursor(BaseModel):

@@ -110,6 +110,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web", "port", 8300, int, label="Listen port"),
     Setting("web", "public_url", "http://127.0.0.1:8300", label="Public URL",
             help="How browsers reach the sidecar; the Google redirect URI is built from it (HTTPS in production)."),
+    Setting("web", "proxy_hops", 0, int, label="Reverse proxies in front",
+            help="How many reverse proxies (nginx, a load balancer) forward requests to the sidecar. Their "
+                 "X-Forwarded-For/-Proto/-Host headers are trusted for that many hops, so sign-in limits apply "
+                 "to the visitor's address, not the proxy's. 0 (default): the sidecar is reached directly."),
     Setting("sync", "event_template", "template", label="Event text",
             help="template: the title and description below (initially KiviCare's own Google event template, "
                  "no patient name); detailed: 'Patient: name' with service, doctor, status and location."),

@@ -67,6 +67,12 @@ def create_app(runtime) -> Flask:
         MAX_CONTENT_LENGTH=256 * 1024,
     )
     app.extensions["sidecar_runtime"] = runtime
+    hops = int(runtime.cfg.get("web.proxy_hops") or 0)
+    if hops > 0:
+        # Behind nginx or a load balancer: trust its X-Forwarded-* headers for exactly that many hops,
+        # so request.remote_addr (login limits, audit) is the visitor's address.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.extensions["sidecar_login_limiter"] = LoginLimiter()
     csrf = CSRFProtect(app)
     # Translatable strings: templates use _() / ngettext(), Python code flask_babel.gettext. The

@@ -180,3 +180,28 @@ def test_secret_key_is_created_once_and_stored_encrypted(make_rt):
     assert create_app(rt).config["SECRET_KEY"] == first
     row = SettingRow.get(SettingRow.key == SECRET_KEY_NAME)
     assert row.encrypted and first not in row.value
+
+
+def _sign_in_from(client, forwarded_for: str, password: str):
+    page = client.get("/login", headers={"X-Forwarded-For": forwarded_for})
+    return client.post("/login", headers={"X-Forwarded-For": forwarded_for},
+                       data={"csrf_token": csrf(page.text), "username": ADMIN, "password": password})
+
+
+def test_behind_one_proxy_the_limit_counts_the_visitor_not_the_proxy(make_rt):
+    rt = make_rt(**{"web.proxy_hops": 1})
+    create_admin(rt, ADMIN, PASSWORD)
+    client = create_app(rt).test_client()
+    for _ in range(5):
+        assert _sign_in_from(client, "203.0.113.5", "wrong password here").status_code == 401
+    assert _sign_in_from(client, "203.0.113.5", PASSWORD).status_code == 429
+    # Another visitor behind the same proxy signs in: the proxy's own address is not what was blocked.
+    assert _sign_in_from(client, "198.51.100.7", PASSWORD).status_code == 302
+
+
+def test_without_a_proxy_a_forged_forwarded_header_does_not_escape_the_limit(app, rt):
+    create_admin(rt, ADMIN, PASSWORD)
+    client = app.test_client()
+    for n in range(5):
+        assert _sign_in_from(client, f"203.0.113.{n}", "wrong password here").status_code == 401
+    assert _sign_in_from(client, "198.51.100.7", PASSWORD).status_code == 429

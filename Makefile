@@ -27,6 +27,12 @@ bench: install
 	$(BIN)/python bench/hint_latency.py
 
 # Chaos soak (issue 6): a few minutes by default; `make soak SOAK_ARGS="--minutes 10 --seed 6"`. Writes docs/RELIABILITY.md.
+# Performance benchmark (issue 7, first part): sandbox capacity, initial sync and idle; writes docs/PERFORMANCE.md.
+# `make perf PERF_ARGS="--full"` = 10,000 appointments across 50 doctors.
+.PHONY: perf
+perf: install
+	$(BIN)/python bench/perf.py $(PERF_ARGS)
+
 .PHONY: soak
 soak: install
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)

@@ -286,7 +286,9 @@ Public API (Python)
 -------------------
 ``GoogleSandbox(*, client_id=…, client_secret=…, token_ttl=3600, conference_pending_reads=1,
 now=None, redirect_uris=None, seed=True, allow_http_webhooks=True, channel_ttl=604800,
-push_retry_delays=(1, 2, 4, 8, 16), push_timeout=5.0, freebusy_max_days=90)``; ``app``;
+push_retry_delays=(1, 2, 4, 8, 16), push_timeout=5.0, freebusy_max_days=90, latency=0.0,
+user_rate_limit=0, rate_limit_status=403)`` (the last three are benchmark knobs, off by
+default: a per-request delay and Google's per-user limit, e.g. 600/min; ``limit_counts()``); ``app``;
 ``start(host, port) -> base_url``;
 ``stop()``; ``base_url, auth_uri, token_uri, revoke_uri, api_endpoint``;
 ``client_config(redirect_uri)``; ``add_account(email, *, calendars, timezone, name)``;
@@ -353,6 +355,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import copy
 import email.utils
 import hashlib
@@ -937,6 +940,13 @@ class GoogleSandbox:
             500/502/503/504 (or not answered at all); its length is the number of retries.
         push_timeout: seconds a notification POST may take before it counts as failed.
         freebusy_max_days: longest freebusy.query range (days) before 400 timeRangeTooLong.
+        latency: seconds every Calendar API and token request is held before it is served
+            (a benchmark knob: 0.1 is Google's typical round trip; default 0 = off).
+        user_rate_limit: Calendar API requests per user per 60 s sliding window (Google's
+            per-user-per-project quota is 600/min, NOTES.md "Quotas"); beyond it a request is
+            refused with ``rate_limit_status`` (403 or 429) reason ``rateLimitExceeded``
+            (domain ``usageLimits``) and not carried out. Refusals do not count towards the
+            window. The user is the access token's account (else the raw token). 0 = off.
 
     Calendar ids: an account's primary calendar id is its email; other calendars get
     ``calendar_id(email, summary)`` = ``c_<26 hex>@group.calendar.google.com``
@@ -949,7 +959,16 @@ class GoogleSandbox:
                  redirect_uris: list[str] | None = None, seed: bool = True,
                  allow_http_webhooks: bool = True, channel_ttl: int = 604800,
                  push_retry_delays=(1.0, 2.0, 4.0, 8.0, 16.0), push_timeout: float = 5.0,
-                 freebusy_max_days: int = 90):
+                 freebusy_max_days: int = 90, latency: float = 0.0, user_rate_limit: int = 0,
+                 rate_limit_status: int = 403):
+        if rate_limit_status not in (403, 429):
+            raise ValueError("rate_limit_status must be 403 or 429")
+        self.latency = max(0.0, float(latency))
+        self.user_rate_limit = max(0, int(user_rate_limit))
+        self.rate_limit_status = int(rate_limit_status)
+        self._limit_lock = threading.Lock()
+        self._limit_windows: dict[str, collections.deque] = {}
+        self._limit_counts = {"served": 0, "refused": 0}
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = int(token_ttl)
@@ -1290,45 +1309,81 @@ class GoogleSandbox:
         with self._faults.lock:
             return dict(self._faults.counts)
 
+    def limit_counts(self) -> dict:
+        """``{"served": n, "refused": n}``: Calendar API requests the per-user limit let through or
+        refused (both 0 while ``user_rate_limit`` is off)."""
+        with self._limit_lock:
+            return dict(self._limit_counts)
+
+    def _over_user_limit(self, environ: dict) -> bool:
+        """Count this API request in its user's 60 s window; True when it must be refused."""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        with self._lock:
+            known = self._access.get(token)
+            user = known.email if known else token
+        now = time.monotonic()
+        with self._limit_lock:
+            window = self._limit_windows.setdefault(user, collections.deque())
+            while window and window[0] <= now - 60.0:
+                window.popleft()
+            if len(window) >= self.user_rate_limit:
+                self._limit_counts["refused"] += 1
+                return True
+            window.append(now)
+            self._limit_counts["served"] += 1
+            return False
+
     def _fault_middleware(self, wsgi_app: Callable) -> Callable:
-        """WSGI middleware around the Flask app: injects ``fault_rate`` faults on API and token requests."""
+        """WSGI middleware around the Flask app: simulated latency, the per-user rate limit, and
+        ``fault_rate`` faults on API and token requests."""
         def app(environ, start_response):
             path = environ.get("PATH_INFO", "")
             token = path == "/token"
-            plan = self._faults
             api = path.startswith("/calendar/v3/")
-            lost = api and bool(self._lose) and self._answer_lost(environ.get("REQUEST_METHOD", ""))
-            if not lost and (plan.rate <= 0 or not (api or (token and plan.token_endpoint))):
-                return wsgi_app(environ, start_response)
-            kind = "reset_after" if lost else plan.pick(token)
-            if kind is None:
-                return wsgi_app(environ, start_response)
-            if kind in _FAULT_ANSWERS:
-                if token:
-                    status = _FAULT_ANSWERS[kind][0]
-                    answer = OAuthError(status, "temporarily_unavailable" if status == 503 else "internal_failure",
-                                        "Backend Error").response()
-                else:
-                    answer = _fault(*_FAULT_ANSWERS[kind]).response()
-                return answer(environ, start_response)
-            if kind in ("timeout", "hang"):
-                if kind == "hang":
-                    read_body(environ)
-                time.sleep(plan.hold)
-                if kind == "timeout":
-                    return wsgi_app(environ, start_response)  # answered long after the client gave up
-            elif kind == "reset_after":
-                body = wsgi_app(environ, lambda *a, **k: (lambda data: None))
-                try:
-                    for _ in body:
-                        pass
-                finally:
-                    if hasattr(body, "close"):
-                        body.close()
-            else:
-                read_body(environ)  # else werkzeug reads the unread body as the next request
-            drop_connection(environ)
+            if self.latency > 0 and (api or token):
+                time.sleep(self.latency)  # outside every lock: concurrent requests overlap, as on Google
+            if api and self.user_rate_limit > 0 and self._over_user_limit(environ):
+                read_body(environ)
+                return _fault(self.rate_limit_status, "rateLimitExceeded").response()(environ, start_response)
+            return self._faulty(wsgi_app, environ, start_response, path, token, api)
         return app
+
+    def _faulty(self, wsgi_app: Callable, environ: dict, start_response: Callable, path: str, token: bool,
+                api: bool):
+        """The ``fault_rate`` / ``lose_answers`` part of the middleware."""
+        plan = self._faults
+        lost = api and bool(self._lose) and self._answer_lost(environ.get("REQUEST_METHOD", ""))
+        if not lost and (plan.rate <= 0 or not (api or (token and plan.token_endpoint))):
+            return wsgi_app(environ, start_response)
+        kind = "reset_after" if lost else plan.pick(token)
+        if kind is None:
+            return wsgi_app(environ, start_response)
+        if kind in _FAULT_ANSWERS:
+            if token:
+                status = _FAULT_ANSWERS[kind][0]
+                answer = OAuthError(status, "temporarily_unavailable" if status == 503 else "internal_failure",
+                                    "Backend Error").response()
+            else:
+                answer = _fault(*_FAULT_ANSWERS[kind]).response()
+            return answer(environ, start_response)
+        if kind in ("timeout", "hang"):
+            if kind == "hang":
+                read_body(environ)
+            time.sleep(plan.hold)
+            if kind == "timeout":
+                return wsgi_app(environ, start_response)  # answered long after the client gave up
+        elif kind == "reset_after":
+            body = wsgi_app(environ, lambda *a, **k: (lambda data: None))
+            try:
+                for _ in body:
+                    pass
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+        else:
+            read_body(environ)  # else werkzeug reads the unread body as the next request
+        drop_connection(environ)
 
     # ------------------------------------------------------------------ push notification knobs
 
@@ -3166,9 +3221,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token-ttl", type=int, default=3600)
     p.add_argument("--pending-reads", type=int, default=1)
     p.add_argument("--auto-approve", metavar="EMAIL", default=None)
+    p.add_argument("--latency", type=float, default=0.0, help="seconds each API/token request is held (0 = off)")
+    p.add_argument("--user-rate-limit", type=int, default=0,
+                   help="API requests per user per minute before 403/429 rateLimitExceeded (0 = off; Google: 600)")
+    p.add_argument("--rate-limit-status", type=int, choices=(403, 429), default=403)
     args = p.parse_args(argv)
     sb = GoogleSandbox(client_id=args.client_id, client_secret=args.client_secret, token_ttl=args.token_ttl,
-                       conference_pending_reads=args.pending_reads)
+                       conference_pending_reads=args.pending_reads, latency=args.latency,
+                       user_rate_limit=args.user_rate_limit, rate_limit_status=args.rate_limit_status)
     if args.auto_approve:
         sb.auto_approve(args.auto_approve)
     base = sb.start(args.host, args.port)

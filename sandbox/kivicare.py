@@ -730,6 +730,9 @@ class KiviCareSandbox:
     ``username``/``app_password``: the administrator the sidecar authenticates as.
     ``companion=True`` installs the emulated companion plugin (``install_companion``) with
     ``companion_secret`` (default: a random one) and ``sidecar_url`` (where hints go).
+    ``latency`` / ``latency_per_row`` (benchmark knobs, default 0 = off): every request outside
+    ``/__sandbox__`` is answered ``latency`` seconds late, plus ``latency_per_row`` seconds per
+    appointment an appointment list returns, as a real KiviCare 4.3 does (API.md "Measured cost").
     """
 
     def __init__(self, *, now: Callable[[], datetime] | None = None,
@@ -737,8 +740,13 @@ class KiviCareSandbox:
                  username: str = "sidecar",
                  app_password: str = "abcd EFGH ijkl MNOP qrst UVWX",
                  site_name: str = "KiviCare Test Clinic", companion: bool = False,
-                 companion_secret: str | None = None, sidecar_url: str | None = None) -> None:
-        _zone(site_timezone)  # fail early on a bad timezone
+                 companion_secret: str | None = None, sidecar_url: str | None = None,
+                 latency: float = 0.0, latency_per_row: float = 0.0) -> None:
+        _zone(site_timezone)
+        # Benchmark knobs (off by default): seconds each request is held, plus seconds per
+        # appointment an appointment list returns (API.md "Measured cost": 0.068 + 0.00138).
+        self.latency = max(0.0, float(latency))
+        self.latency_per_row = max(0.0, float(latency_per_row))  # fail early on a bad timezone
         self._now_fn = now or (lambda: datetime.now(timezone.utc))
         self.site_timezone = site_timezone
         self.site_name = site_name
@@ -1023,6 +1031,15 @@ class KiviCareSandbox:
     def _fault_middleware(self, wsgi_app: Callable) -> Callable:
         """WSGI middleware around the Flask app (outside the state lock): ``fault_rate`` faults."""
         def app(environ: dict, start_response: Callable):
+            if (self.latency > 0 or self.latency_per_row > 0) \
+                    and not environ.get("PATH_INFO", "").startswith("/__sandbox__"):
+                answer = faulty(environ, start_response)
+                # Outside the state lock, so concurrent requests overlap as on a real PHP server.
+                _time.sleep(self.latency + self.latency_per_row * environ.get("sandbox.rows_listed", 0))
+                return answer
+            return faulty(environ, start_response)
+
+        def faulty(environ: dict, start_response: Callable):
             plan = self._faults
             if plan.rate <= 0 or environ.get("PATH_INFO", "").startswith("/__sandbox__"):
                 return wsgi_app(environ, start_response)
@@ -1947,6 +1964,7 @@ class KiviCareSandbox:
         else:
             per_page = _to_int(per_raw) or 10
             shown = rows[(page - 1) * per_page: page * per_page]
+        flask_request.environ["sandbox.rows_listed"] = len(shown)  # for ``latency_per_row``
         data = {"appointments": [self._appt_list_item(a, tz_name) for a in shown],
                 "pagination": {"total": total, "perPage": per_page, "currentPage": page,
                                "lastPage": math.ceil(total / per_page)}}
@@ -3167,11 +3185,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="install the emulated companion plugin with this shared secret")
     parser.add_argument("--sidecar-url", default=None,
                         help="where the emulated plugin sends hints and SSO links (with --companion-secret)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each request is held (0 = off)")
+    parser.add_argument("--latency-per-row", type=float, default=0.0,
+                        help="extra seconds per appointment an appointment list returns (0 = off)")
     args = parser.parse_args(argv)
     sb = KiviCareSandbox(seed=not args.no_seed, username=args.username,
                          app_password=args.app_password, site_timezone=args.timezone,
                          companion=args.companion_secret is not None,
-                         companion_secret=args.companion_secret, sidecar_url=args.sidecar_url)
+                         companion_secret=args.companion_secret, sidecar_url=args.sidecar_url,
+                         latency=args.latency, latency_per_row=args.latency_per_row)
     base = sb.start(args.host, args.port)
     print(f"KiviCare sandbox: {base}")
     print(f"REST root:        {sb.rest_url}")

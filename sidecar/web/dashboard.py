@@ -34,7 +34,7 @@ from ..storage.models import Appointment, BusyBlock, Conflict, Connection, Docto
 from . import activity_chart
 from .common import as_datetime, iso, runtime, site_zone
 from .log_entries import DIRECTIONS as LOG_DIRECTIONS
-from .log_entries import action_label, direction_label, next_step, outcome_label
+from .log_entries import entry_view
 from .security import current_user, roles_required
 
 bp = Blueprint("dashboard", __name__)
@@ -376,23 +376,15 @@ def companion_health() -> dict:
 
 def recent_activity(limit: int = 20, doctor_id: int | None = None, names: dict[int, str] | None = None) -> list[dict]:
     """The last ``limit`` sync log rows, all or one doctor's (ids and outcomes only: the log holds no
-    patient data), with their words and, for a failure, the next step. ``names``: doctor names if known."""
+    patient data), as ``log_entries.entry_view`` shows them. ``names``: doctor names if known."""
     if names is None:
         names = {d.id: d.name for d in Doctor.select(Doctor.id, Doctor.name)}
-    rows = []
     query = SyncLog.select()
     if doctor_id is not None:
         query = query.where(SyncLog.doctor_id == doctor_id)
-    for entry in query.order_by(SyncLog.at.desc(), SyncLog.id.desc()).limit(limit):
-        step = next_step(entry.action, entry.outcome, entry.error_class)
-        rows.append({"id": entry.id, "at": entry.at, "doctor_id": entry.doctor_id,
-                     "doctor": names.get(entry.doctor_id, f"#{entry.doctor_id}" if entry.doctor_id else ""),
-                     "appointment_id": entry.appointment_id, "direction": entry.direction,
-                     "direction_label": direction_label(entry.direction),
-                     "action": entry.action, "action_label": action_label(entry.action),
-                     "outcome": entry.outcome, "outcome_label": outcome_label(entry.outcome),
-                     "error_class": entry.error_class, "next_step": step.text if step else ""})
-    return rows
+    user = current_user()
+    return [entry_view(entry, names, user)
+            for entry in query.order_by(SyncLog.at.desc(), SyncLog.id.desc()).limit(limit)]
 
 
 def summary(doctors: list[dict], hours: list) -> dict:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask import url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+
+from ..storage.models import SyncLog
 
 # SyncLog.direction values (wp_bridge.synclog) -> the key used in URLs and JSON, and the words.
 DIRECTIONS = {"kivicare→google": ("to_google", _l("KiviCare → Google")),
@@ -163,6 +166,41 @@ def next_step(action: str, outcome: str, error_class: str = "") -> NextStep | No
                       "doctor's sync and report the time of this entry."), "doctor")
 
 
+def step_link(place: str, entry: SyncLog, user) -> tuple[str, str] | None:
+    """``(label, url)`` of the page where ``user`` can take a next step, or None if they cannot act there."""
+    if user is None:  # a page opened through a Connect link: nobody signed in
+        return None
+    if place == "conflicts":
+        return _("Open Conflicts"), url_for("conflicts.index")
+    if user.is_doctor:
+        if place in ("reconnect", "doctor") and entry.doctor_id == user.doctor_id:
+            return _("Open my calendar page"), url_for("connect.me")
+        return None
+    if not user.is_admin:
+        return None
+    if place in ("reconnect", "doctor") and entry.doctor_id:
+        return _("Open the doctor's page"), url_for("connect.doctor_page", doctor_id=entry.doctor_id)
+    anchors = {"kivicare_settings": "kivicare", "companion_settings": "companion", "alerts_settings": "alerts"}
+    if place in anchors:
+        return _("Open the settings"), url_for("settings.index") + "#" + anchors[place]
+    return None
+
+
+def entry_view(entry: SyncLog, names: dict[int, str], user) -> dict:
+    """One entry as the log page, the dashboard and a doctor's page show it: words for the codes, the next
+    step and, when ``user`` can act on it, its link. ``names``: doctor names by id."""
+    step = next_step(entry.action, entry.outcome, entry.error_class)
+    return {"id": entry.id, "at": entry.at, "doctor_id": entry.doctor_id,
+            "doctor": names.get(entry.doctor_id) or (f"#{entry.doctor_id}" if entry.doctor_id else ""),
+            "appointment_id": entry.appointment_id, "direction": entry.direction,
+            "direction_label": direction_label(entry.direction),
+            "action": entry.action, "action_label": action_label(entry.action), "outcome": entry.outcome,
+            "outcome_label": outcome_label(entry.outcome), "error_class": entry.error_class,
+            "message": entry.message, "next_step": step.text if step else "",
+            "retries_by_itself": bool(step and step.retries_by_itself),
+            "link": step_link(step.place, entry, user) if step and step.place else None}
+
+
 __all__ = ["ACTIONS", "DIRECTIONS", "DIRECTION_BY_KEY", "NOT_SYNC_WORK", "OUTCOMES", "SYNC_WRITES",
-           "WRITES_TO_GOOGLE", "WRITES_TO_KIVICARE", "NextStep", "action_label", "direction_label", "next_step",
+           "WRITES_TO_GOOGLE", "WRITES_TO_KIVICARE", "NextStep", "action_label", "direction_label", "entry_view", "next_step",
            "outcome_label"]

@@ -25,14 +25,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 
-from flask import Blueprint, Response, render_template, request, stream_with_context, url_for
+from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
 from ..storage.models import Doctor, SyncLog, utcnow
 from .common import site_zone
-from .log_entries import (ACTIONS, DIRECTION_BY_KEY, DIRECTIONS, OUTCOMES, action_label, direction_label,
-                          next_step, outcome_label)
+from .log_entries import ACTIONS, DIRECTION_BY_KEY, DIRECTIONS, OUTCOMES, entry_view
 from .security import current_user, roles_required
 
 bp = Blueprint("synclog_page", __name__)
@@ -221,37 +220,6 @@ def page_of(filters: LogFilter, before: str = "", after: str = "") -> dict:
     return {"entries": rows, "total": total, "first_page": not has_newer,
             "older": cursor_of(rows[-1]) if rows and has_older else "",
             "newer": cursor_of(rows[0]) if rows and has_newer else ""}
-
-
-def step_link(place: str, entry: SyncLog, user) -> tuple[str, str] | None:
-    """``(label, url)`` of the page where ``user`` can take a next step, or None if they cannot act there."""
-    if place == "conflicts":
-        return _("Open Conflicts"), url_for("conflicts.index")
-    if user.is_doctor:
-        if place in ("reconnect", "doctor") and entry.doctor_id == user.doctor_id:
-            return _("Open my calendar page"), url_for("connect.me")
-        return None
-    if not user.is_admin:
-        return None
-    if place in ("reconnect", "doctor") and entry.doctor_id:
-        return _("Open the doctor's page"), url_for("connect.doctor_page", doctor_id=entry.doctor_id)
-    anchors = {"kivicare_settings": "kivicare", "companion_settings": "companion", "alerts_settings": "alerts"}
-    if place in anchors:
-        return _("Open the settings"), url_for("settings.index") + "#" + anchors[place]
-    return None
-
-
-def entry_view(entry: SyncLog, names: dict[int, str], user) -> dict:
-    """One row as the page shows it (words for the codes, the next step and its link)."""
-    step = next_step(entry.action, entry.outcome, entry.error_class)
-    return {"id": entry.id, "at": entry.at, "doctor_id": entry.doctor_id,
-            "doctor": names.get(entry.doctor_id) or (f"#{entry.doctor_id}" if entry.doctor_id else ""),
-            "appointment_id": entry.appointment_id, "direction": direction_label(entry.direction),
-            "action": entry.action, "action_label": action_label(entry.action), "outcome": entry.outcome,
-            "outcome_label": outcome_label(entry.outcome), "error_class": entry.error_class,
-            "message": entry.message, "next_step": step.text if step else "",
-            "retries_by_itself": bool(step and step.retries_by_itself),
-            "link": step_link(step.place, entry, user) if step and step.place else None}
 
 
 def _choices(filters: LogFilter) -> dict:

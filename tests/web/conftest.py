@@ -6,6 +6,8 @@ The sandboxes (``kivicare``, ``google``) come from tests/conftest.py. One Runtim
 
 from __future__ import annotations
 
+import logging
+
 import re
 import threading
 from html import unescape
@@ -117,3 +119,20 @@ def live():
     server = LiveServer()
     yield server
     server.stop()
+
+
+def count_queries(client, path: str) -> int:
+    """How many SQL statements one GET of ``path`` runs (peewee's debug log); asserts the page answers 200."""
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("peewee")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        assert client.get(path).status_code == 200
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return len(seen)

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import base64
-import logging
 import re
 from datetime import timedelta
 
 from sidecar.storage.models import Appointment, Connection, Doctor, Job, MeetMapping, SyncLog, utcnow
 
-from .conftest import text_of
+from .conftest import count_queries, text_of
 
 
 def _seed():
@@ -279,22 +278,6 @@ def test_waiting_jobs_are_counted_per_doctor_from_their_keys(admin_client):
     assert by_id[4]["pending_jobs"] == 2  # push:104 on Marc's connection, busy:4
 
 
-def _count_queries(client, path: str) -> int:
-    seen = []
-    handler = logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logger = logging.getLogger("peewee")
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    try:
-        assert client.get(path).status_code == 200
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    return len(seen)
-
-
 def test_queries_do_not_grow_with_the_number_of_doctors(admin_client, rt):
     _seed()
     now = utcnow()
@@ -313,11 +296,11 @@ def test_queries_do_not_grow_with_the_number_of_doctors(admin_client, rt):
 
     add_doctors(0, 2)
     admin_client.get("/")
-    few = _count_queries(admin_client, "/")
+    few = count_queries(admin_client, "/")
     add_doctors(2, 60)
     assert sum(1 for d in admin_client.get("/api/status").json["doctors"] if d["progress"]) == 62
-    assert _count_queries(admin_client, "/") == few <= 25
-    assert _count_queries(admin_client, "/api/status") <= 25
+    assert count_queries(admin_client, "/") == few <= 25
+    assert count_queries(admin_client, "/api/status") <= 25
 
 
 def test_dashboard_page_structure(admin_client):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import logging
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -19,7 +18,7 @@ from sidecar.storage.models import Doctor, SyncLog, utcnow
 from sidecar.web import create_admin, create_app
 from tests.conftest import ANNA, MARC
 
-from .conftest import ADMIN, PASSWORD, sign_in, text_of
+from .conftest import ADMIN, PASSWORD, count_queries, sign_in, text_of
 from .test_sso import SECRET, signed_in
 
 PARIS = "Europe/Paris"
@@ -249,28 +248,13 @@ def test_the_query_count_does_not_grow_with_the_log(logged):
     client = admin(logged)
     client.get("/log")
 
-    def queries(path):
-        seen = []
-        handler = logging.Handler()
-        handler.emit = lambda record: seen.append(record.getMessage())
-        logger = logging.getLogger("peewee")
-        level = logger.level
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(handler)
-        try:
-            assert client.get(path).status_code == 200
-        finally:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-        return len(seen)
-
-    few = queries("/log?outcome=problems")
+    few = count_queries(client, "/log?outcome=problems")
     for n in range(300):
         SyncLog.create(doctor_id=MARC if n % 2 else ANNA, appointment_id=str(n), action="push", outcome="retry",
                        error_class="CalendarUnavailable")
     for n in range(40):
         Doctor.create(id=1000 + n, name=f"Doctor {n}")
-    assert queries("/log?outcome=problems") == few <= 10
+    assert count_queries(client, "/log?outcome=problems") == few <= 10
 
 
 # ---- every action code the engine logs has words ----------------------------------------------------------

@@ -59,14 +59,6 @@ POLL_SECONDS = 5
 # ---- a sandbox in its own process ------------------------------------------------------------------
 
 
-def idle_kivicare_verdict(per_cycle: float) -> str:
-    """Exactly one near-window list per cycle is the target: more costs KiviCare, fewer means the loop
-    polled less often than configured (slower pickup of changes without hints), so neither is "met"."""
-    if 0.9 <= per_cycle <= 1.1:
-        return "met"
-    return "**not met** (more than one list per cycle)" if per_cycle > 1 else \
-        "**not met** (the loop polled less often than configured)"
-
 def _serve(kind: str, knobs: dict, conn) -> None:
     """Child process: build and start the sandbox, then run the parent's calls ``(function, args)``
     on it (``function(sandbox, *args)``) until told to stop."""
@@ -376,6 +368,15 @@ def run(args) -> dict:
         kivicare.stop()
     figures["workdir"] = str(workdir)
     return figures
+
+
+def idle_kivicare_verdict(per_cycle: float) -> str:
+    """Exactly one near-window list per cycle is the target: more costs KiviCare, fewer means the loop
+    polled less often than configured (slower pickup of changes without hints), so neither is "met"."""
+    if 0.9 <= per_cycle <= 1.1:
+        return "met"
+    return "**not met** (more than one list per cycle)" if per_cycle > 1 else \
+        "**not met** (the loop polled less often than configured)"
 
 
 def write_report(figures: dict, path: Path, argv: list[str]) -> str:

@@ -31,7 +31,7 @@ bench: install
 # `make perf PERF_ARGS="--full"` = 10,000 appointments across 50 doctors.
 .PHONY: perf
 perf: install
-	$(BIN)/python bench/perf.py $(PERF_ARGS)
+	$(BIN)/python -m bench.perf $(PERF_ARGS)
 
 .PHONY: soak
 soak: install

@@ -37,7 +37,7 @@ from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Con
 from . import alerts, event_text, filters, jobs, pending_writes
 from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailable
 from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
-from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment
+from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment, DoctorService
 from .inbound import Inbound
 from .synclog import log_sync
 
@@ -120,7 +120,8 @@ class Bridge:
         self.clock = utcnow
         self._site_tz: str | None = None
         self._site_checked: datetime | None = None
-        self._services: dict[int, int] = {}  # doctor-service mapping id -> kc_services id
+        self._mappings: dict[int, DoctorService] = {}  # doctor-service mapping id -> the mapping
+        self._mappings_by_name: dict[tuple[int, int, str], list[int]] = {}  # (doctor, clinic, name) -> ids
         self._services_checked: datetime | None = None
         self._poll_lock = threading.Lock()
         self._far_listed_at: datetime | None = None  # None: not since start, so the first poll lists both
@@ -183,18 +184,49 @@ class Bridge:
                                                             Doctor.timezone: found.timezone,
                                                             Doctor.updated_at: utcnow()}).execute())
 
-    def _service_ids(self, mapping_ids: tuple[int, ...]) -> tuple[int, ...] | None:
-        """kc_services ids for doctor-service mapping ids (``GET /doctor-services``, re-read when unknown)."""
+    def _doctor_services(self, *, unknown: bool = False) -> dict[int, DoctorService]:
+        """Every doctor-service mapping by mapping id (``GET /doctor-services?perPage=all``), re-read hourly,
+        or when the caller met one it does not know (at most every 30 s, so a bad id can't hammer KiviCare)."""
         now = self.clock()
         age = None if self._services_checked is None else now - self._services_checked
-        unknown = any(m not in self._services for m in mapping_ids)
-        # Re-read hourly, or when a new service appears (at most every 30 s, so a bad id can't hammer KiviCare).
         if age is None or age > REFERENCE_TTL or (unknown and age > timedelta(seconds=30)):
-            self._services = {s.id: s.service_id for s in self.rt.kivicare().list_doctor_services()}
+            mappings = {s.id: s for s in self.rt.kivicare().list_doctor_services()}
+            by_name: dict[tuple[int, int, str], list[int]] = {}
+            for m in mappings.values():
+                by_name.setdefault((m.doctor_id, m.clinic_id, m.name.strip()), []).append(m.id)
+            self._mappings, self._mappings_by_name = mappings, by_name
             self._services_checked = now
-        if any(m not in self._services for m in mapping_ids):
+        return self._mappings
+
+    def _service_ids(self, mapping_ids: tuple[int, ...]) -> tuple[int, ...] | None:
+        """kc_services ids for doctor-service mapping ids (``GET /doctor-services``, re-read when unknown)."""
+        mappings = self._doctor_services()
+        if any(m not in mappings for m in mapping_ids):
+            mappings = self._doctor_services(unknown=True)
+        if any(m not in mappings for m in mapping_ids):
             return None
-        return tuple(self._services[m] for m in mapping_ids)
+        return tuple(mappings[m].service_id for m in mapping_ids)
+
+    def _mapping_ids_by_name(self, appointment: Appointment) -> tuple[int, ...] | None:
+        """The doctor-service mapping ids a list row names, without ``GET /appointments/{id}``.
+
+        The list's ``services`` is the names of the appointment's services joined on the mapping of the
+        appointment's own doctor and clinic (API.md 2.3), so a name names one mapping of that doctor at
+        that clinic. None (the caller reads the detail route) when the row names none, or a name matches
+        no mapping or more than one (two services of one name; a name containing a comma)."""
+        if not appointment.service_names:
+            return None
+        for unknown in (False, True):
+            self._doctor_services(unknown=unknown)
+            found: list[int] = []
+            for name in appointment.service_names:
+                matches = self._mappings_by_name.get((appointment.doctor_id, appointment.clinic_id, name), ())
+                if len(matches) != 1:
+                    break
+                found.append(matches[0])
+            else:
+                return tuple(found)
+        return None
 
     def import_kivicare_template(self) -> None:
         """First contact: the sidecar's event template starts as KiviCare's own (title, text, colours)."""
@@ -318,6 +350,7 @@ class Bridge:
         report.rejected = len(page.rejected)
         connections = self._connections()
         seen: set[str] = set()
+        mappings_fresh = False
         for listed in page.appointments:
             seen.add(listed.id)
             cached = AppointmentRow.get_or_none(AppointmentRow.id == listed.id)
@@ -326,15 +359,23 @@ class Bridge:
                 if appointment.service_ids is None:
                     appointment = self._with_services(appointment, appointment.service_mapping_ids or ())
             else:
-                try:
-                    mapping_ids = client.get_service_ids(listed.id)
-                except KiviCareNotFound:
-                    continue  # deleted between the list and now; the next poll confirms it
-                except BadAppointment as exc:
-                    self._reject(listed.id, listed.row_hash, exc.problem)
-                    rejected_ids.add(listed.id)
-                    continue
-                report.fetched += 1
+                # Named by the row itself when its names are unambiguous; else one detail read. The mapping
+                # list is re-read (if older than 30 s) once per poll that meets new rows, so a service added
+                # since cannot be mistaken for an older one of the same name.
+                if not mappings_fresh:
+                    self._doctor_services(unknown=True)
+                    mappings_fresh = True
+                mapping_ids = self._mapping_ids_by_name(listed)
+                if mapping_ids is None:
+                    try:
+                        mapping_ids = client.get_service_ids(listed.id)
+                    except KiviCareNotFound:
+                        continue  # deleted between the list and now; the next poll confirms it
+                    except BadAppointment as exc:
+                        self._reject(listed.id, listed.row_hash, exc.problem)
+                        rejected_ids.add(listed.id)
+                        continue
+                    report.fetched += 1
                 appointment = self._with_services(listed, mapping_ids)
             RejectedRow.delete().where(RejectedRow.appointment_id == listed.id).execute()
             self._remember(appointment)

@@ -131,6 +131,10 @@ SETTINGS: tuple[Setting, ...] = (
                  "and at least 3, stops and asks the admin."),
     Setting("sync", "telemedicine_services", [], list, label="Telemedicine services",
             help="KiviCare service ids whose appointments get a Google Meet link."),
+    Setting("sync", "meet_link_in_text", False, bool, label="Meet link in the event's text",
+            help="Also writes the Google Meet link into the event's location and description (one more request "
+                 "per telemedicine event, once the link exists). Google already shows a Join button and puts the "
+                 "link in its invitations; turn this on for calendars read by apps that show only text."),
     Setting("sync", "invite_patients", False, bool, label="Invite patients",
             help="Adds the patient as an attendee; Google e-mails them the invitation and the Meet link."),
     Setting("sync", "reminder_minutes", [], list, label="Reminder overrides (minutes)",

@@ -4,8 +4,9 @@
 ``GET /appointments?timezone=UTC&perPage=all``. The window has two parts (issue 7): the near window
 (yesterday … ``near_days`` ahead), listed at every poll, and the far window (the rest of the horizon),
 listed only every ``far_poll_seconds``, because KiviCare's list costs ~70 ms + 1.4 ms per appointment
-(kivicare/API.md, "Measured cost"). ``poll()`` fetches ``GET /appointments/{id}`` only for new or
-changed rows (to learn their service ids), caches what it saw, and enqueues a job wherever an
+(kivicare/API.md, "Measured cost"). ``poll()`` learns a new or changed row's service ids from its names
+(one cached ``GET /doctor-services``), reading ``GET /appointments/{id}`` only when a name is unknown or
+ambiguous, caches what it saw, and enqueues a job wherever an
 event's desired content differs from what Google last confirmed. Rows that vanished from the
 window are confirmed with ``GET /appointments/{id}`` (404 = deleted) before anything is deleted
 (DESIGN invariant 3); only rows of the part actually listed are looked for. Workers run the jobs
@@ -577,11 +578,19 @@ class Bridge:
         chosen = {int(s) for s in self.cfg.get("sync.telemedicine_services") if str(s).strip().isdigit()}
         return bool(chosen and appointment.service_ids and chosen.intersection(appointment.service_ids))
 
+    def link_in_text(self) -> bool:
+        """Whether events carry the Meet link in their text too (``sync.meet_link_in_text``, or a template
+        using ``{{meet_link}}``). Otherwise the link lives in the event's conferenceData / hangoutLink only,
+        which Google shows as a Join button and puts in invitations: no second write per event."""
+        templates = (self.cfg.get("sync.title_template") or "", self.cfg.get("sync.description_template") or "")
+        return bool(self.cfg.get("sync.meet_link_in_text")) or any(
+            m.group(1) == "meet_link" for t in templates for m in event_text.PLACEHOLDER.finditer(t))
+
     def spec(self, appointment: Appointment, mapping: MeetMapping | None) -> EventSpec:
         """The provider-neutral event for ``appointment`` under the current settings."""
         zone = self.doctor_timezone(appointment.doctor_id)
         telemedicine = self.is_telemedicine(appointment)
-        link = mapping.hangout_link if (mapping is not None and telemedicine) else ""
+        link = mapping.hangout_link if (mapping is not None and telemedicine and self.link_in_text()) else ""
         title, description, where = event_text.texts(
             appointment, zone, fmt=self.cfg.get("sync.event_template"),
             title_template=self.cfg.get("sync.title_template"),
@@ -814,7 +823,8 @@ class Bridge:
             self._enqueue_meet_link(appointment_id)
         if link and link != previous_link:
             log_sync("meet-link", "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
-            self._enqueue_push(appointment_id, connection.id)  # put the link into the description and location
+            if self.link_in_text():
+                self._enqueue_push(appointment_id, connection.id)  # put the link into the description and location
 
     def _check_conference(self, appointment_id: str, connection: Connection) -> None:
         """A pending Meet conference: read the event again; once ready, store the link and push it."""

@@ -347,6 +347,7 @@ SECTIONS = (
         Field("sync.title_template", "text", v_template(300, required=True)),
         Field("sync.description_template", "textarea", v_template(4000, required=False)),
         Field("sync.privacy_mode", "checkbox"),
+        Field("sync.meet_link_in_text", "checkbox"),
         Field("sync.status_colors", "colors", v_colors,
               help=_l("The colour of an event in Google follows the appointment's status. \"The calendar's "
                       "colour\" leaves the event in the colour of the calendar.")),

@@ -65,9 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("google", "token_uri", "https://oauth2.googleapis.com/token", label="Token URI"),
     Setting("google", "revoke_uri", "https://oauth2.googleapis.com/revoke", label="Revocation URI"),
     Setting("google", "api_endpoint", "https://www.googleapis.com/calendar/v3/", label="Calendar API endpoint"),
-    Setting("google", "requests_per_second", 8, int, label="Google requests per second per account",
-            help="Stays under Google's 600 requests per minute per user; lower it when several sidecar "
-                 "processes share one Google project and accounts."),
+    Setting("google", "requests_per_second", 9, int, label="Google requests per second per account",
+            help="Stays under Google's 600 requests per minute per user (with a burst of 6 seconds' worth: "
+                 "9 × 60 + 54 = 594); lower it when several sidecar processes share one Google project and "
+                 "accounts."),
     Setting("google", "push_over_http", False, bool, label="Push notifications over plain HTTP",
             help="Only for local testing: Google itself sends push notifications to HTTPS addresses only."),
     Setting("database", "url", "sqlite:///data/sidecar.db", label="Database URL",
@@ -105,7 +106,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bridge", "far_poll_seconds", 600, int, label="Far window poll interval (seconds)",
             help="How often appointments beyond the near window are read. Changes there reach Google within "
                  "this time without the companion plugin, at once with it."),
-    Setting("bridge", "workers", 2, int, label="Workers", help="Jobs run in parallel against Google."),
+    Setting("bridge", "workers", 8, int, label="Workers",
+            help="Jobs run in parallel against Google (each waits ~0.1 s per request, so several keep many "
+                 "doctors' calendars busy at once)."),
+    Setting("bridge", "pull_concurrency", 4, int, label="Doctors pulled at once",
+            help="How many doctors' Google calendars are read at the same time at each pull (each doctor has "
+                 "their own Google quota; one doctor's calendars are never read twice at once)."),
     Setting("web", "host", "127.0.0.1", label="Listen address"),
     Setting("web", "port", 8300, int, label="Listen port"),
     Setting("web", "public_url", "http://127.0.0.1:8300", label="Public URL",

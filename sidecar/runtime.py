@@ -39,7 +39,9 @@ class Runtime:
         self.work_available = threading.Event()  # wakes the loop's workers when jobs were queued
         self._bridge = None
         from .calendars.ratelimit import Buckets
-        self.google_buckets = Buckets(float(cfg.get("google.requests_per_second")))
+        rate = float(cfg.get("google.requests_per_second"))
+        # A burst of 6 s worth keeps any 60 s within Google's 600/min per user: 6r + 60r ≤ 600 for r ≤ 9.
+        self.google_buckets = Buckets(rate, burst=max(1, int(rate * 6)))
 
     # ---- KiviCare ----------------------------------------------------------------------------------
 

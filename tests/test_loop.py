@@ -124,3 +124,50 @@ def test_loop_purges_at_start_and_then_daily(make_runtime):
         assert len(daily) == 1 and daily[0].unit == "days" and daily[0].interval == 1
     finally:
         loop.stop()
+
+
+# ---- timing: a slow Google never delays KiviCare polls; doctors are pulled at once ---------------------
+
+def _kivicare_lists(kivicare) -> int:
+    return sum(1 for r in kivicare.requests if r["method"] == "GET" and r["path"].endswith("/kivicare/v1/appointments"))
+
+
+def test_a_slow_google_pull_does_not_delay_the_kivicare_poll(make_runtime, kivicare, google):
+    """Issue 7, scenario c: one KiviCare poll per ``poll_seconds`` even when each Google request takes 1.5 s
+    (the pull runs in its own thread; before, the poller waited for it and polled about half as often)."""
+    from .conftest import MARC
+    runtime = make_runtime(**{"bridge.poll_seconds": 1})
+    connect(runtime, google, ANNA)
+    connect(runtime, google, MARC)
+    loop = BridgeLoop(runtime, workers=1)
+    loop.start()
+    try:
+        assert wait_for(lambda: _kivicare_lists(kivicare) >= 1)
+        google.latency = 1.5
+        time.sleep(1.5)  # a pull is under way now
+        before = _kivicare_lists(kivicare)
+        time.sleep(4.2)
+        assert _kivicare_lists(kivicare) - before >= 3  # ~4 polls at 1 s
+    finally:
+        google.latency = 0.0
+        loop.stop()
+
+
+def test_pull_all_reads_several_doctors_at_once(make_runtime, kivicare, google):
+    from .conftest import MARC, SOFIA
+    runtime = make_runtime(**{"bridge.pull_concurrency": 3})
+    for doctor in (ANNA, MARC, SOFIA):
+        connect(runtime, google, doctor)
+    runtime.bridge.startup()
+    runtime.bridge.pull_all()  # first pulls: full syncs and push channels
+    google.latency = 0.5
+    try:
+        google.reset_requests()
+        began = time.monotonic()
+        assert runtime.bridge.pull_all() == 3
+        took = time.monotonic() - began
+        per_doctor = len([r for r in google.requests if "/calendar/v3/" in r["path"]]) / 3
+        # Sequentially this is 3 doctors × their requests × 0.5 s; at once, about one doctor's share.
+        assert took < 0.5 * per_doctor * 2, (took, per_doctor)
+    finally:
+        google.latency = 0.0

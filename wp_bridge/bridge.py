@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
                                     CalendarUnavailable, EventSpec)
 from sidecar.calendars.google import event_body, event_id_for
-from sidecar.storage import transaction
+from sidecar.storage import close_database, transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
                                     PendingWrite, RejectedRow, SyncCursor, utcnow)
 
@@ -127,7 +128,8 @@ class Bridge:
         self._poll_lock = threading.Lock()
         self._far_listed_at: datetime | None = None  # None: not since start, so the first poll lists both
         self._warned_near_days: int | None = None
-        self._pull_lock = threading.Lock()
+        self._pull_lock = threading.Lock()  # guards _pull_locks
+        self._pull_locks: dict[int, threading.Lock] = {}  # doctor id -> held while that doctor is pulled
         self.inbound = Inbound(self)
 
     # ---- reference data ------------------------------------------------------------------------
@@ -1005,7 +1007,7 @@ class Bridge:
 
     def pull_connection(self, connection: Connection):
         """Pull one doctor's calendars from Google; auth problems mark the connection, outages are logged."""
-        with self._pull_lock:
+        with self._pull_lock_of(connection.doctor_id):
             try:
                 return self.inbound.pull(connection)
             except CalendarAuthError as exc:
@@ -1023,17 +1025,38 @@ class Bridge:
         Every direction needs the pull: edits of our events are put back under "KiviCare → Google only",
         and busy blocks flow in all directions.
         """
-        pulled = 0
-        for connection in self._connections().values():
-            if connection.state == "active" and not connection.awaiting_confirmation:
+        due = [c for c in self._connections().values() if c.state == "active" and not c.awaiting_confirmation]
+
+        def pull_one(connection: Connection) -> None:
+            try:
                 self.pull_connection(connection)
                 try:
                     self.inbound.ensure_channels(connection)
                 except CalendarError as exc:
                     log.warning("could not open a push channel for doctor %s (polling continues): %s",
                                 connection.doctor_id, exc)
-                pulled += 1
-        return pulled
+            except Exception:  # one doctor's bug must not stop the others' pulls
+                log.exception("pull for doctor %s failed", connection.doctor_id)
+
+        def pull_in_pool(connection: Connection) -> None:
+            try:
+                pull_one(connection)
+            finally:
+                close_database()  # the pool's threads end with the pull: their connections must not leak
+
+        # Doctors at once (each has its own Google quota); one doctor's pulls never overlap (_pull_lock_of).
+        threads = max(1, min(int(self.cfg.get("bridge.pull_concurrency")), len(due)))
+        if threads == 1:
+            for connection in due:
+                pull_one(connection)
+        else:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pull") as pool:
+                list(pool.map(pull_in_pool, due))
+        return len(due)
+
+    def _pull_lock_of(self, doctor_id: int) -> threading.Lock:
+        with self._pull_lock:
+            return self._pull_locks.setdefault(doctor_id, threading.Lock())
 
     def sync_once(self, max_rounds: int = 20) -> PollReport:
         """Poll KiviCare, pull Google, then run jobs until none is due (Meet re-checks included, bounded).

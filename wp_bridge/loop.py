@@ -1,6 +1,7 @@
 """The unattended bridge loop (``schedule``): poll KiviCare every ``poll_seconds`` (the near window; the far
-window when ``far_poll_seconds`` have passed, ``Bridge.poll(scope="due")``), run jobs in workers,
-and once a day (and once at start) purge old log rows (``wp_bridge.retention``).
+window when ``far_poll_seconds`` have passed, ``Bridge.poll(scope="due")``), pull Google every
+``poll_seconds`` in a thread of its own (so a slow pull never delays a KiviCare poll), run jobs in
+workers, and once a day (and once at start) purge old log rows (``wp_bridge.retention``).
 
 A poll of both windows also runs at once when something asks for it (a doctor connected, a setting
 changed, hints were dropped): what changed may be anywhere in the horizon.
@@ -31,13 +32,21 @@ class BridgeLoop:
         self.workers = workers or int(runtime.cfg.get("bridge.workers"))
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.scheduler = schedule.Scheduler()
+        self.scheduler = schedule.Scheduler()  # KiviCare polls and the daily purge
+        self.pull_scheduler = schedule.Scheduler()  # Google pulls, in their own thread
+        self.started = threading.Event()  # the start checks passed: pulls may begin
+        self.pull_requested = threading.Event()  # a requested poll pulls at once too
         self.work_available = runtime.work_available
 
-    def start(self) -> None:
-        self.scheduler.every(int(self.rt.cfg.get("bridge.poll_seconds"))).seconds.do(self.poll, "due")
-        self.scheduler.every(1).days.do(self.purge)
-        self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
+    def start(self, poller: bool = True) -> None:
+        """``poller`` False: job workers only (``python -m sidecar worker``; ``serve`` polls)."""
+        if poller:
+            every = int(self.rt.cfg.get("bridge.poll_seconds"))
+            self.scheduler.every(every).seconds.do(self.poll, "due")
+            self.scheduler.every(1).days.do(self.purge)
+            self.pull_scheduler.every(every).seconds.do(self.pull)
+            self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
+            self.threads.append(threading.Thread(target=self._puller, name="puller", daemon=True))
         for n in range(self.workers):
             self.threads.append(threading.Thread(target=self._worker, name=f"worker-{n}", daemon=True))
         for thread in self.threads:
@@ -46,12 +55,14 @@ class BridgeLoop:
     def stop(self, timeout: float = 10) -> None:
         self.stopping.set()
         self.rt.poll_requested.set()
+        self.pull_requested.set()
         self.work_available.set()
         for thread in self.threads:
             thread.join(timeout)
 
     def poll(self, scope: str = "all") -> None:
-        """Poll KiviCare (``scope`` as ``Bridge.poll``), then pull Google; logs failures, never raises."""
+        """Poll KiviCare (``scope`` as ``Bridge.poll``); logs failures, never raises. Google is pulled by the
+        puller thread, so a slow pull never delays the next KiviCare poll."""
         try:
             report = self.bridge.poll(scope)
             log.info("poll (%s): %d appointments listed, %d fetched, %d skipped, %d deleted, %d jobs queued",
@@ -63,8 +74,11 @@ class BridgeLoop:
             log.warning("KiviCare could not be read; nothing changed, trying again: %s", exc)
         except Exception:  # the loop must outlive any bug in one poll
             log.exception("poll failed")
+
+    def pull(self) -> None:
+        """Pull Google → KiviCare (each connection's calendars, incrementally, several at once); never raises."""
         try:
-            self.bridge.pull_all()  # Google → KiviCare: each connection's calendars, incrementally
+            self.bridge.pull_all()
             self.work_available.set()
         except Exception:
             log.exception("pull failed")
@@ -104,13 +118,32 @@ class BridgeLoop:
     def _poller(self) -> None:
         if not self._startup():
             return
+        self.started.set()
         self.poll("due")  # nothing listed since start: both windows
         self.purge()  # a process restarted more often than daily still purges
         while not self.stopping.is_set():
             self.scheduler.run_pending()
-            if self.rt.poll_requested.wait(timeout=1.0) and not self.stopping.is_set():
+            if self.rt.poll_requested.wait(timeout=self._idle(self.scheduler)) and not self.stopping.is_set():
                 self.rt.poll_requested.clear()
                 self.poll()
+                self.pull_requested.set()
+
+    def _puller(self) -> None:
+        while not self.started.wait(timeout=1.0):
+            if self.stopping.is_set():
+                return
+        self.pull()
+        while not self.stopping.is_set():
+            self.pull_scheduler.run_pending()
+            if self.pull_requested.wait(timeout=self._idle(self.pull_scheduler)) and not self.stopping.is_set():
+                self.pull_requested.clear()
+                self.pull()
+
+    @staticmethod
+    def _idle(scheduler: schedule.Scheduler) -> float:
+        """Seconds to sleep before the scheduler's next job is due (at most 1, so a stop is seen soon)."""
+        due = scheduler.idle_seconds
+        return 1.0 if due is None else min(1.0, max(0.05, due))
 
     def _worker(self) -> None:
         name = worker_id(threading.current_thread().name)

@@ -1,10 +1,10 @@
 """A token bucket per Google account, so the sidecar stays under Google's per-user quota.
 
 Google allows 600 requests per minute per user per project (NOTES.md C, "Quotas"). Each account
-gets a bucket refilled at ``rate`` requests per second (default 8/s = 480/min, leaving headroom
-for the doctor's own apps) holding at most ``burst`` tokens; a call waits for a token instead of
-provoking 403 rateLimitExceeded. Buckets are per process: several worker processes share the
-quota, so each should get a smaller rate (``google.requests_per_second``).
+gets a bucket refilled at ``rate`` requests per second (``google.requests_per_second``, default 9/s)
+holding at most ``burst`` tokens (the runtime gives 6 seconds' worth, so any 60 s stays within
+6r + 60r ≤ 600); a call waits for a token instead of provoking 403 rateLimitExceeded. Buckets are
+per process: several worker processes share the quota, so each should get a smaller rate.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""``python -m sidecar``: serve (the main job), sync-once, status, demo, create-admin, setup-link."""
+"""``python -m sidecar``: serve (the main job), worker, sync-once, status, demo, create-admin, setup-link."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 
 from . import config as config_module
 
@@ -62,6 +64,53 @@ def cmd_serve(args) -> int:
     loop.start()
     _wait_for_signal()
     loop.stop()
+    return 0
+
+
+STOP_SECONDS = 5  # after SIGTERM/SIGINT, how long running jobs may take to finish
+SQLITE_REFUSED = ("python -m sidecar worker needs a PostgreSQL or MariaDB database ([database] url); "
+                  "several processes on one SQLite file is not a supported deployment. With SQLite, run "
+                  "`python -m sidecar serve` alone and raise [bridge] workers for more parallel jobs.")
+
+
+def cmd_worker(args) -> int:
+    """Job workers only (``bridge.workers`` threads, ``wp_bridge.loop.BridgeLoop``): no poller, no web pages.
+
+    Extra processes beside one ``serve``, sharing its PostgreSQL or MariaDB database: ``jobs.claim``
+    leases each job to one worker (``FOR UPDATE SKIP LOCKED``). Refused on SQLite (exit 2). SIGTERM or
+    SIGINT stops it: running jobs get ``STOP_SECONDS`` to finish; one cut short is due again when its lease
+    runs out (``jobs.LEASE``) or at once when a process on this host starts (dead-lease release).
+    The per-account Google rate (``google.requests_per_second``) is per process: see README "More workers".
+    """
+    from wp_bridge import jobs
+    from wp_bridge.loop import BridgeLoop
+    cfg = config_module.load(args.config)
+    if cfg.database_url().split(":", 1)[0].lower().startswith("sqlite"):
+        print(f"Refusing to run: {SQLITE_REFUSED}", file=sys.stderr)
+        return 2
+    from .runtime import Runtime
+    runtime = Runtime(cfg)
+    released = jobs.release_dead_leases()
+    if released:
+        log.info("released %d jobs left by a stopped process", released)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the threads start: a stop is never missed
+        signal.signal(sig, lambda *_: stop.set())
+    loop = BridgeLoop(runtime)
+    loop.start(poller=False)
+    print(f"Worker running {loop.workers} job threads (pid {os.getpid()}), Google "
+          f"{cfg.get('google.requests_per_second')} requests/s per account in this process.", flush=True)
+    while not stop.wait(1):
+        pass
+    # One deadline for all threads: a thread keeps taking due jobs until the queue is empty, so the rest
+    # is cut short at exit (daemon threads) and left to the lease release above or the lease's end.
+    deadline = time.monotonic() + STOP_SECONDS
+    loop.stop(timeout=0)
+    for thread in loop.threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    busy = sum(thread.is_alive() for thread in loop.threads)
+    print("Worker stopped." + (f" {busy} job threads were cut short; their jobs run again." if busy else ""),
+          flush=True)
     return 0
 
 
@@ -173,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the web pages and the sync loop (the main job)").set_defaults(func=cmd_serve)
+    sub.add_parser("worker", help="run extra job workers beside serve (PostgreSQL or MariaDB only)").set_defaults(
+        func=cmd_worker)
     sub.add_parser("sync-once", help="poll KiviCare once and push every change to Google").set_defaults(
         func=cmd_sync_once)
     sub.add_parser("status", help="per-doctor sync status").set_defaults(func=cmd_status)

@@ -61,15 +61,23 @@ def relative(value, now: datetime | None = None) -> str:
     if seconds < 45:
         return _("just now")
     if seconds >= 86400:
-        count = int(seconds // 86400)
-        text = ngettext("%(num)d day", "%(num)d days", count)
+        unit, count = "day", int(seconds // 86400)
     elif seconds >= 3600:
-        count = int(seconds // 3600)
-        text = ngettext("%(num)d hour", "%(num)d hours", count)
+        unit, count = "hour", int(seconds // 3600)
     else:
-        count = max(1, int(round(seconds / 60)))
-        text = ngettext("%(num)d minute", "%(num)d minutes", count)
-    return _("in %(span)s", span=text) if future else _("%(span)s ago", span=text)
+        unit, count = "minute", max(1, int(round(seconds / 60)))
+    # The same words come back for many rows of a page (500 doctors' "last sync"): translate each once per request.
+    words = g.setdefault("sidecar_relative_words", {}) if has_request_context() else {}
+    key = (unit, count, future)
+    if key not in words:
+        if unit == "day":
+            text = ngettext("%(num)d day", "%(num)d days", count)
+        elif unit == "hour":
+            text = ngettext("%(num)d hour", "%(num)d hours", count)
+        else:
+            text = ngettext("%(num)d minute", "%(num)d minutes", count)
+        words[key] = _("in %(span)s", span=text) if future else _("%(span)s ago", span=text)
+    return words[key]
 
 
 def absolute(value) -> str:

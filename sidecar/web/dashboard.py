@@ -22,6 +22,7 @@ Admins and receptionists (signed in through the companion plugin) see it; recept
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import peewee
 from flask import Blueprint, current_app, jsonify, render_template, url_for
@@ -187,17 +188,28 @@ def activity_counts(doctor_id: int | None = None, since=None) -> dict[int, dict]
     if doctor_id is not None:
         query = query.where(SyncLog.doctor_id == doctor_id)
     out: dict[int, dict] = {}
-    for row in query.dicts():
-        key = keys.get(row["direction"])
+    for doctor_id, direction, outcome, n in query.tuples():  # tuples: a day of a busy log is ~1,000 groups
+        key = keys.get(direction)
         if key is None:
             continue
-        out.setdefault(row["doctor_id"], empty_activity())[key][row["outcome"]] += row["n"]
+        out.setdefault(doctor_id, empty_activity())[key][outcome] += n
     return out
+
+
+class Row(dict):
+    """A dict whose keys are also its attributes (it is its own ``__dict__``). Jinja reads ``d.name`` as
+    ``getattr(d, "name")`` first and only then ``d["name"]``: on a plain dict every lookup raised and caught an
+    AttributeError, 18,000 times per dashboard with 500 doctors (about a fifth of its rendering;
+    bench/perf/pages.py, scenario e). Keys must not be names of dict methods."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.__dict__ = self
 
 
 def empty_activity() -> dict:
     """Zero counts in the shape of ``activity_counts()``'s values."""
-    return {key: {"ok": 0, "error": 0} for _raw, key, _label in DIRECTIONS}
+    return {key: Row(ok=0, error=0) for _raw, key, _label in DIRECTIONS}
 
 
 def busy_block_counts() -> dict[int, int]:
@@ -274,11 +286,31 @@ def sync_progress(connections: dict[int, Connection], waiting: dict[int, int], n
 
 # ---- what the page shows -------------------------------------------------------------------------------
 
+# The columns of ``Connection`` the dashboard reads (not the access token, busy calendars or dates it never shows).
+_CONNECTION_COLUMNS = (Connection.id, Connection.doctor, Connection.account_email, Connection.refresh_token,
+                       Connection.scopes, Connection.calendar_id, Connection.calendar_name, Connection.state,
+                       Connection.last_error, Connection.last_sync_at, Connection.synced_count,
+                       Connection.failed_count, Connection.sync_confirmed_at)
+
+
+def google_connections() -> dict[int, SimpleNamespace]:
+    """Every Google connection by doctor id, as plain objects with the ``Connection`` attributes the dashboard
+    reads (``id``, ``doctor_id``, ``state``, ``calendar_id``, ``refresh_token``, ``scopes``, counts, times as
+    aware UTC) and ``awaiting_confirmation``. One query, and plain rows: 500 full model instances cost the page
+    ~15 ms of CPU (bench/perf/pages.py, scenario e)."""
+    found = {}
+    for row in Connection.select(*_CONNECTION_COLUMNS).where(Connection.provider == "google").dicts():
+        row["doctor_id"] = row.pop("doctor")
+        row["awaiting_confirmation"] = row["sync_confirmed_at"] is None
+        found[row["doctor_id"]] = SimpleNamespace(**row)
+    return found
+
+
 def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = None) -> list[dict]:
     """One dict per known doctor: ids, names, connection state and counts (times as aware UTC). A fixed
     number of queries whatever the number of doctors (``conflicts``: ``open_conflict_counts()`` if known)."""
     now = now or utcnow()
-    connections = {c.doctor_id: c for c in Connection.select().where(Connection.provider == "google")}
+    connections = google_connections()
     activity = activity_counts(since=now - ACTIVITY_WINDOW)
     busy = busy_block_counts()
     conflicts = open_conflict_counts() if conflicts is None else conflicts
@@ -286,14 +318,15 @@ def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = 
     progress = sync_progress(connections, waiting, now)
     labels = {state: str(label) for state, label in STATE_LABELS.items()}  # translated once, not once per doctor
     rows = []
-    for doctor in Doctor.select().order_by(Doctor.name, Doctor.id):
-        conn = connections.get(doctor.id)
+    for doctor_id, name, email in Doctor.select(Doctor.id, Doctor.name, Doctor.email).order_by(Doctor.name,
+                                                                                             Doctor.id).tuples():
+        conn = connections.get(doctor_id)
         state = state_key(conn)
         shown = conn is not None and conn.state != "disconnected"
-        rows.append({
-            "id": doctor.id,
-            "name": doctor.name or _("Doctor #%(id)s", id=doctor.id),
-            "email": doctor.email,
+        rows.append(Row({
+            "id": doctor_id,
+            "name": name or _("Doctor #%(id)s", id=doctor_id),
+            "email": email,
             "connection_id": conn.id if conn else None,
             "state": state or "none",
             "state_label": labels.get(state, state or labels[None]),
@@ -305,14 +338,14 @@ def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = 
             "last_sync_at": conn.last_sync_at if conn else None,
             "synced": conn.synced_count if conn else 0,
             "failed": conn.failed_count if conn else 0,
-            "pending_jobs": waiting.get(doctor.id, 0),
+            "pending_jobs": waiting.get(doctor_id, 0),
             "last_error": conn.last_error if conn else "",
-            "activity_24h": activity.get(doctor.id) or empty_activity(),
-            "busy_blocks": busy.get(doctor.id, 0),
-            "open_conflicts": conflicts.get(doctor.id, 0),
+            "activity_24h": activity.get(doctor_id) or empty_activity(),
+            "busy_blocks": busy.get(doctor_id, 0),
+            "open_conflicts": conflicts.get(doctor_id, 0),
             "missing_scopes": missing_scopes(conn),
-            "progress": progress.get(doctor.id),
-        })
+            "progress": progress.get(doctor_id),
+        }))
     return rows
 
 
@@ -421,6 +454,30 @@ def _jsonable(value):
     return value
 
 
+class CountWords:
+    """The per-doctor counts of the doctors table in words (``"12 synced"``, ``"3 failed"``, ``"2 open
+    conflicts"``), each distinct count translated once per page: with 500 doctors, a Flask-Babel call per
+    cell was a third of the page's time (bench/perf/pages.py, scenario e)."""
+
+    def __init__(self):
+        self._words: dict[tuple[str, int], str] = {}
+
+    def _get(self, kind: str, num: int, make) -> str:
+        key = (kind, num)
+        if key not in self._words:
+            self._words[key] = make()
+        return self._words[key]
+
+    def synced(self, num: int) -> str:
+        return self._get("synced", num, lambda: _("%(num)d synced", num=num))
+
+    def failed(self, num: int) -> str:
+        return self._get("failed", num, lambda: _("%(num)d failed", num=num))
+
+    def open_conflicts(self, num: int) -> str:
+        return self._get("conflicts", num, lambda: ngettext("%(num)d open conflict", "%(num)d open conflicts", num))
+
+
 @bp.route("/")
 @roles_required("admin", "receptionist")
 def index():
@@ -432,7 +489,7 @@ def index():
     directions = [(raw, key, str(label)) for raw, key, label in DIRECTIONS]
     return render_template("dashboard/index.html", read_only=not user.is_admin, directions=directions,
                            scope_warning=SCOPE_WARNING, chart=activity_chart.chart(data["hours"], zone),
-                           zone_name=zone_name, preview_urls=held, ngettext=ngettext, **data)
+                           zone_name=zone_name, preview_urls=held, ngettext=ngettext, counts=CountWords(), **data)
 
 
 @bp.route("/api/status")

@@ -128,6 +128,7 @@ class Bridge:
         self._poll_lock = threading.Lock()
         self._far_listed_at: datetime | None = None  # None: not since start, so the first poll lists both
         self._warned_near_days: int | None = None
+        self._clinic_addresses: dict[int, str] = {}  # clinic id -> address, as the last list rows gave it
         self._pull_lock = threading.Lock()  # guards _pull_locks
         self._pull_locks: dict[int, threading.Lock] = {}  # doctor id -> held while that doctor is pulled
         self.inbound = Inbound(self)
@@ -356,6 +357,8 @@ class Bridge:
         mappings_fresh = False
         for listed in page.appointments:
             seen.add(listed.id)
+            if listed.clinic_address:
+                self._clinic_addresses[listed.clinic_id] = listed.clinic_address
             cached = AppointmentRow.get_or_none(AppointmentRow.id == listed.id)
             if cached and cached.list_hash == listed.row_hash and cached.present:
                 appointment = Appointment.from_dict(cached.data)
@@ -899,9 +902,11 @@ class Bridge:
         except BadAppointment as exc:
             self._reject(appointment_id, "", exc.problem)
             return
-        if row is not None:
-            cached = Appointment.from_dict(row.data)
-            detail = replace(detail, clinic_address=detail.clinic_address or cached.clinic_address)
+        # The detail route has no clinic address; the list rows do. Taken from this appointment's last row, or
+        # another of its clinic's, so the next poll does not patch the event just to add it.
+        cached_address = Appointment.from_dict(row.data).clinic_address if row is not None else ""
+        detail = replace(detail, clinic_address=detail.clinic_address or cached_address
+                         or self._clinic_addresses.get(detail.clinic_id, ""))
         appointment = self._with_services(detail, detail.service_mapping_ids or ())
         # Keep the list row's hash: the detail is not the list row, and the next poll compares list rows.
         self._remember(appointment, list_hash=row.list_hash if row is not None else "hint")

@@ -252,6 +252,22 @@ Push notifications (NOTES C "Push: …", E #11)
   wrong ``resourceId``, an unknown, stopped or expired channel → 404 ``notFound``
   "Channel '…' not found for project '…'".
 
+Batch requests (NOTES.md C "Batch"; the Calendar batch guide; format in ``sandbox.google_batch``)
+------------------------------------------------------------------------------------------------
+* ``POST /batch/calendar/v3``, ``multipart/mixed``: each part ``Content-Type: application/http``
+  with a ``Content-ID`` and one HTTP request (request line, headers, JSON body). The answer is 200
+  ``multipart/mixed`` with a ``Content-ID: <response-…>`` part per call (HTTP status line, headers,
+  JSON), whatever the calls answered; a malformed body or more than 1000 parts → 400 for the batch.
+* Each call runs through the same handlers as a direct request (auth from the outer
+  ``Authorization`` unless the part has its own; If-Match, 409, ``fail_next``, ``set_down``, kills),
+  counts against ``user_rate_limit`` (a refusal answers 403/429 ``rateLimitExceeded`` in its part,
+  not carried out) and draws the answer kinds of ``fault_rate`` (403/429/500/503). The connection
+  kinds (timeout, hang, reset, reset_after) and ``lose_answers`` (method POST) befall the batch HTTP
+  request as a whole. Only ``/calendar/v3/`` paths are served inside a batch (else 404).
+* ``requests``: the batch HTTP request is one entry (``path`` "/batch/calendar/v3", ``calls`` n,
+  ``batch`` False), each call one entry with ``batch`` True, so HTTP requests and API calls can be
+  counted apart. ``latency`` holds the batch HTTP request once, not each call.
+
 Free/busy and sharing
 ---------------------
 * ``freebusy.query`` (``POST freeBusy``, body ``{timeMin, timeMax, timeZone?, items:
@@ -348,7 +364,7 @@ seeded accounts, then serves until interrupted.
 Not reproduced: ``events.instances``, ``maxAttendees``-style trims and Google's own limits on
 recurrence expansion (the bounds above are guesses), ``not_exists``
 messages and watches on calendarList/settings, duplicate or post-stop pings, freeBusy
-groups, batch requests, attendee copies on other calendars, ``id_token`` for ``openid``.
+groups, attendee copies on other calendars, ``id_token`` for ``openid``.
 """
 
 from __future__ import annotations
@@ -384,8 +400,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.rrule import rrulestr
 from flask import Flask, Response, g, redirect, request
 
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+from werkzeug.wsgi import get_input_stream
 
+from sandbox import google_batch
 from sandbox.faults import drop_connection, read_body
 
 __all__ = ["GoogleSandbox", "SEEDED_ACCOUNTS", "SCOPE_CALENDAR", "SCOPE_EVENTS", "SCOPE_READONLY"]
@@ -526,6 +546,8 @@ FAULT_KINDS = ("403_rate_limit", "429", "500", "503", "timeout", "hang", "reset"
 _TOKEN_FAULT_KINDS = ("500", "503", "timeout", "hang", "reset", "reset_after")
 _FAULT_ANSWERS = {"403_rate_limit": (403, "rateLimitExceeded"), "429": (429, "rateLimitExceeded"),
                   "500": (500, "backendError"), "503": (503, "backendError")}
+# What can befall a connection rather than one call: for a batch, the whole batch HTTP request.
+_CONNECTION_FAULT_KINDS = ("timeout", "hang", "reset", "reset_after")
 
 
 class _FaultPlan:
@@ -559,13 +581,17 @@ class _FaultPlan:
             if seed is not None:
                 self.rng = random.Random(seed)
 
-    def pick(self, token: bool) -> str | None:
-        """The fault for one eligible request, or None (counted either way)."""
+    def pick(self, token: bool, among: tuple[str, ...] | None = None) -> str | None:
+        """The fault for one eligible request, or None (counted either way). ``among``: only these kinds
+        can befall it (a draw of another kind is no fault), so a batch HTTP request and the calls inside it
+        each get their share of the configured kinds at the configured rate."""
         with self.lock:
             self.counts["requests"] += 1
             if self.rate <= 0 or self.rng.random() >= self.rate:
                 return None
             kind = self.rng.choices(self.kinds, weights=self.weights)[0]
+            if among is not None and kind not in among:
+                return None
             if token and kind not in _TOKEN_FAULT_KINDS:
                 kind = "503"
             self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -941,7 +967,8 @@ class GoogleSandbox:
         push_timeout: seconds a notification POST may take before it counts as failed.
         freebusy_max_days: longest freebusy.query range (days) before 400 timeRangeTooLong.
         latency: seconds every Calendar API and token request is held before it is served
-            (a benchmark knob: 0.1 is Google's typical round trip; default 0 = off).
+            (a benchmark knob: 0.1 is Google's typical round trip; default 0 = off); a batch HTTP
+            request is held once, however many calls it carries.
         user_rate_limit: Calendar API requests per user per 60 s sliding window (Google's
             per-user-per-project quota is 600/min, NOTES.md "Quotas"); beyond it a request is
             refused with ``rate_limit_status`` (403 or 429) reason ``rateLimitExceeded``
@@ -997,6 +1024,7 @@ class GoogleSandbox:
         self._push_closing = False
         self._init_state()
         self.app = self._build_app()
+        self._flask_wsgi = self.app.wsgi_app  # the calls inside a batch go straight to it (no second latency)
         self.app.wsgi_app = self._fault_middleware(self.app.wsgi_app)
 
     # ------------------------------------------------------------------ state & lifecycle
@@ -1341,8 +1369,12 @@ class GoogleSandbox:
             path = environ.get("PATH_INFO", "")
             token = path == "/token"
             api = path.startswith("/calendar/v3/")
-            if self.latency > 0 and (api or token):
+            batch = path == google_batch.BATCH_PATH
+            if self.latency > 0 and (api or token or batch):
                 time.sleep(self.latency)  # outside every lock: concurrent requests overlap, as on Google
+            if batch:  # connection faults hit the batch HTTP request; the rest befalls each call in it
+                return self._faulty(self._batch_app, environ, start_response, path, False, True,
+                                    among=_CONNECTION_FAULT_KINDS)
             if api and self.user_rate_limit > 0 and self._over_user_limit(environ):
                 read_body(environ)
                 return _fault(self.rate_limit_status, "rateLimitExceeded").response()(environ, start_response)
@@ -1350,13 +1382,13 @@ class GoogleSandbox:
         return app
 
     def _faulty(self, wsgi_app: Callable, environ: dict, start_response: Callable, path: str, token: bool,
-                api: bool):
+                api: bool, among: tuple[str, ...] | None = None):
         """The ``fault_rate`` / ``lose_answers`` part of the middleware."""
         plan = self._faults
         lost = api and bool(self._lose) and self._answer_lost(environ.get("REQUEST_METHOD", ""))
         if not lost and (plan.rate <= 0 or not (api or (token and plan.token_endpoint))):
             return wsgi_app(environ, start_response)
-        kind = "reset_after" if lost else plan.pick(token)
+        kind = "reset_after" if lost else plan.pick(token, among)
         if kind is None:
             return wsgi_app(environ, start_response)
         if kind in _FAULT_ANSWERS:
@@ -1384,6 +1416,80 @@ class GoogleSandbox:
         else:
             read_body(environ)  # else werkzeug reads the unread body as the next request
         drop_connection(environ)
+
+    # ------------------------------------------------------------------ batch requests
+
+    def _batch_app(self, environ: dict, start_response: Callable):
+        """``POST /batch/calendar/v3`` (Calendar batch guide, ``sandbox.google_batch``): up to 1000 calls
+        in one multipart/mixed request, each run through the same handlers as a direct request, in order.
+
+        Logged once in ``requests`` as ``{path: "/batch/calendar/v3", calls: n, batch: False}``; each call
+        is logged as a direct request would be, with ``batch: True``. One ``latency`` sleep per batch HTTP
+        request (the middleware's), none per call. A malformed body or more than 1000 parts → 400 for
+        the whole batch; otherwise 200, whatever the calls answered."""
+        entry = {"method": environ.get("REQUEST_METHOD", ""), "path": google_batch.BATCH_PATH, "query": {},
+                 "json": None, "form": None, "auth_email": self._email_for_token(environ), "client_auth": None,
+                 "if_match": None, "status": None, "time": self._now(), "batch": False, "calls": 0}
+        with self._lock:
+            self._log.append(entry)
+        body = get_input_stream(environ).read()
+        if entry["method"] != "POST":
+            answer = _not_found()
+        else:
+            try:
+                calls = google_batch.parse(environ.get("CONTENT_TYPE", ""), body)
+            except google_batch.BatchFormatError as exc:
+                answer = _bad(str(exc), "badRequest")
+            else:
+                answers = [self._batch_call(environ, call) for call in calls]
+                content_type, data = google_batch.render(answers)
+                with self._lock:
+                    entry["status"], entry["calls"] = 200, len(calls)
+                start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+                return [data]
+        with self._lock:
+            entry["status"] = answer.code
+        return answer.response()(environ, start_response)
+
+    def _batch_call(self, outer: dict, call: google_batch.InnerRequest) -> tuple:
+        """One call of a batch → ``(Content-ID, status, headers, body)``. The outer request's headers
+        (not its ``Content-*``) apply unless the part sets its own; the per-user limit counts the call
+        (a refusal answers inside its part, not carried out); ``fault_rate`` answer faults befall it."""
+        def refused(error: ApiError) -> tuple:
+            resp = error.response()
+            return call.content_id, resp.status_code, list(resp.headers.items()), resp.get_data()
+
+        if not call.path.startswith("/calendar/v3/"):
+            return refused(_not_found())
+        headers = {k: v for k, v in EnvironHeaders(outer).items()
+                   if not k.lower().startswith("content-") and k.lower() != "host"}
+        headers.update({k: v for k, v in call.headers.items() if k.lower() != "content-length"})
+        host = outer.get("HTTP_HOST") or f"{outer.get('SERVER_NAME', '127.0.0.1')}:{outer.get('SERVER_PORT', '80')}"
+        environ = EnvironBuilder(path=call.path, query_string=call.query, method=call.method, headers=headers,
+                                 data=call.body or None,
+                                 base_url=f"{outer.get('wsgi.url_scheme', 'http')}://{host}").get_environ()
+        environ["sandbox.batch"] = True
+        environ["REMOTE_ADDR"] = outer.get("REMOTE_ADDR", "127.0.0.1")
+        if self.user_rate_limit > 0 and self._over_user_limit(environ):
+            return refused(_fault(self.rate_limit_status, "rateLimitExceeded"))
+        if self._faults.rate > 0:
+            kind = self._faults.pick(False, tuple(_FAULT_ANSWERS))
+            if kind is not None:
+                return refused(_fault(*_FAULT_ANSWERS[kind]))
+        app_iter, status, answer_headers = run_wsgi_app(self._flask_wsgi, environ)
+        try:
+            data = b"".join(app_iter)
+        finally:
+            if hasattr(app_iter, "close"):
+                app_iter.close()
+        return call.content_id, int(status.split()[0]), list(answer_headers.items()), data
+
+    def _email_for_token(self, environ: dict) -> str | None:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        with self._lock:
+            known = self._access.get(token)
+            return known.email if known else None
 
     # ------------------------------------------------------------------ push notification knobs
 
@@ -1436,8 +1542,9 @@ class GoogleSandbox:
     @property
     def requests(self) -> list[dict]:
         """Copy of the request log: ``{method, path, query, json, form, auth_email,
-        client_auth, if_match, status}``; ``query`` maps a name to a string, or to a list
-        when repeated. /__sandbox__ calls are not logged."""
+        client_auth, if_match, status, time, batch}``; ``query`` maps a name to a string, or to a
+        list when repeated; ``batch`` True for a call made inside a batch, whose HTTP request is an
+        entry of its own (path "/batch/calendar/v3", ``calls``). /__sandbox__ calls are not logged."""
         with self._lock:
             return copy.deepcopy(self._log)
 
@@ -1533,7 +1640,7 @@ class GoogleSandbox:
                      "form": request.form.to_dict() if request.form else None,
                      "auth_email": self._email_for_header(), "client_auth": None,
                      "if_match": request.headers.get("If-Match"), "status": None,
-                     "time": self._now()}
+                     "time": self._now(), "batch": bool(request.environ.get("sandbox.batch"))}
             g.log = entry
             with self._lock:
                 self._log.append(entry)

@@ -69,6 +69,9 @@ SETTINGS: tuple[Setting, ...] = (
             help="Stays under Google's 600 requests per minute per user (with a burst of 6 seconds' worth: "
                  "9 × 60 + 54 = 594); lower it when several sidecar processes share one Google project and "
                  "accounts."),
+    Setting("google", "batch_size", 50, int, label="Google writes per batch request",
+            help="Up to this many event writes of one doctor go to Google in a single request (1 to 1000; "
+                 "1 sends each on its own). Each still counts towards Google's per-minute limit."),
     Setting("google", "push_over_http", False, bool, label="Push notifications over plain HTTP",
             help="Only for local testing: Google itself sends push notifications to HTTPS addresses only."),
     Setting("database", "url", "sqlite:///data/sidecar.db", label="Database URL",

@@ -41,7 +41,9 @@ def test_sigkill_between_insert_and_commit_leaves_one_event(runtime, kivicare, g
     service = [mapping_id(runtime, ANNA, GENERAL)]
     created = [kivicare.create_appointment(doctor_id=ANNA, patient_id=5, start_utc=at(7, 8 + n, 10),
                                            service_mapping_ids=service) for n in range(3)]
-    env = sidecar_env(sandbox_settings(kivicare, google, tmp_path, **{"sync.telemedicine_services": [3]}), tmp_path)
+    # One request per insert, so the kill lands between two of them (a batch: tests/test_batch_push.py).
+    env = sidecar_env(sandbox_settings(kivicare, google, tmp_path, **{"sync.telemedicine_services": [3],
+                                                                      "google.batch_size": 1}), tmp_path)
 
     first = run_sync_once(env)
     google.kill_on_insert(first.pid)

@@ -11,7 +11,8 @@ event's desired content differs from what Google last confirmed. Rows that vanis
 window are confirmed with ``GET /appointments/{id}`` (404 = deleted) before anything is deleted
 (DESIGN invariant 3); only rows of the part actually listed are looked for. Workers run the jobs
 (``run_due_jobs``): insert/patch/delete events with deterministic ids (invariant 1), fetch pending Meet
-conferences, and record the outcome.
+conferences, and record the outcome. Up to ``google.batch_size`` due pushes of one connection share one
+Google batch request (``run_push_batch``), each still prepared, recorded and retried on its own.
 
 Rules (issue 2): events exist for booked (1), pending (2, tentative), checked-in (4) and checked-out
 (3) appointments. A future appointment that is cancelled or deleted loses its event; a past one
@@ -30,8 +31,8 @@ from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
-                                    CalendarUnavailable, EventSpec)
-from sidecar.calendars.google import event_body, event_id_for
+                                    CalendarUnavailable, EventSpec, EventState)
+from sidecar.calendars.google import MAX_BATCH_CALLS, GoogleCalendar, Upsert, event_body, event_id_for
 from sidecar.storage import close_database, transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
                                     PendingWrite, RejectedRow, SyncCursor, utcnow)
@@ -111,6 +112,23 @@ class Decision:
 
     action: str
     spec: EventSpec | None = None
+
+
+@dataclass
+class PushCall:
+    """A prepared ``push``: the Google write to make (``upsert``) and what recording its answer needs.
+
+    ``_prepare_push`` builds it after every read, decision and ``pending_writes.record`` (committed before
+    the call); ``_finish_push`` records Google's answer. The single path and the batch path share both."""
+
+    appointment_id: str
+    connection: Connection
+    spec: EventSpec
+    mapping: MeetMapping | None
+    request_id: str
+    pushed_body: dict
+    google: GoogleCalendar  # the client the prepare step used (deletes of stale events included)
+    upsert: Upsert
 
 
 class Bridge:
@@ -614,19 +632,93 @@ class Bridge:
     # ---- workers: jobs → Google → mapping table -------------------------------------------------------
 
     def run_due_jobs(self, worker: str | None = None, limit: int | None = None) -> int:
-        """Run due jobs until none is due (or ``limit``). Returns how many ran. Never raises for a job."""
+        """Run due jobs until none is due (or ``limit``). Returns how many ran. Never raises for a job.
+
+        A ``push`` job claims up to ``google.batch_size - 1`` more due pushes of the same connection, whose
+        Google writes then go in one batch request (``run_push_batch``); 1 = one request per job."""
         worker = worker or jobs.worker_id(threading.current_thread().name)
         done = 0
         while limit is None or done < limit:
             job = jobs.claim(worker)
             if job is None:
                 return done
-            self.run_job(job)
-            done += 1
+            more = []
+            if job.kind == "push":
+                room = self.batch_size() - 1 if limit is None else min(self.batch_size(), limit - done) - 1
+                connection_id = int((job.payload or {}).get("connection_id") or 0)
+                more = jobs.claim_many(worker, room, kinds=("push",),
+                                       where=jobs.of_connection(connection_id) & (Job.id != job.id))
+            if more:
+                self.run_push_batch([job, *more])
+            else:
+                self.run_job(job)
+            done += 1 + len(more)
         return done
 
+    def batch_size(self) -> int:
+        """``google.batch_size``: Google writes sent in one batch request, 1 … ``MAX_BATCH_CALLS`` (1000)."""
+        return max(1, min(MAX_BATCH_CALLS, int(self.cfg.get("google.batch_size"))))
+
+    def _job_connection(self, job: Job) -> Connection | None:
+        """The connection a ``push``/``conference`` job writes to, or None when the job was settled here:
+        completed (nothing to write) or put back without counting (reconnect or first-sync confirmation)."""
+        connection = Connection.get_or_none(Connection.id == (job.payload or {}).get("connection_id"))
+        if connection is None or connection.state not in ("active", "needs_reconnect") \
+                or not connection.calendar_id:
+            jobs.complete(job)  # disconnected, removed, or no calendar chosen: nothing to write
+            return None
+        if connection.state == "needs_reconnect":
+            # Kept, not tried: the doctor must reconnect first (on_connected makes it due again).
+            jobs.retry_later(job, timedelta(minutes=30), "waiting for the doctor to reconnect Google",
+                             counts=False)
+            return None
+        if connection.awaiting_confirmation:  # kept until the first-sync preview is confirmed
+            jobs.retry_later(job, timedelta(minutes=30), "waiting for the first-sync confirmation",
+                             counts=False)
+            return None
+        return connection
+
+    def run_push_batch(self, batch: list[Job]) -> None:
+        """Run claimed ``push`` jobs of one connection with their Google writes in one batch request.
+
+        Each job is prepared as a single push is (``_prepare_push``: its reads, decisions and pending
+        write, committed before anything is sent); the writes go in ``GoogleCalendar.upsert_many``; each
+        job is then finished with its own answer (``_finish_push``) or its error handled as ``run_job``
+        handles it (``_job_failed``), so one item's failure never touches the others."""
+        prepared: list[tuple[Job, PushCall]] = []
+        for job in batch:
+            connection = self._job_connection(job)
+            if connection is None:
+                continue
+            appointment_id = str((job.payload or {}).get("appointment_id", ""))
+            try:
+                call = self._prepare_push(appointment_id, connection)
+            except Exception as exc:  # handled as run_job would
+                self._job_failed(job, connection, appointment_id, exc)
+                continue
+            if call is None:
+                jobs.complete(job)
+            else:
+                prepared.append((job, call))
+        if not prepared:
+            return
+        try:
+            answers = prepared[0][1].google.upsert_many([call.upsert for _, call in prepared])
+        except Exception as exc:  # upsert_many answers per item; anything else is a bug, shared by every job
+            log.exception("a batch of %d pushes failed unexpectedly", len(prepared))
+            answers = [exc] * len(prepared)
+        for (job, call), answer in zip(prepared, answers):
+            try:
+                if isinstance(answer, BaseException):
+                    raise answer
+                self._finish_push(call, answer)
+            except Exception as exc:  # handled as run_job would
+                self._job_failed(job, call.connection, call.appointment_id, exc)
+            else:
+                jobs.complete(job)
+
     def run_job(self, job: Job) -> None:
-        """Run one claimed job; decides retry, reconnect or give-up from the error's kind.
+        """Run one claimed job; decides retry, reconnect or give-up from the error's kind (``_job_failed``).
 
         Kinds: ``push`` and ``conference`` (per appointment and connection, against the calendar),
         ``fetch`` (one appointment from KiviCare, after a hint), ``meet_link`` (to the companion plugin).
@@ -635,21 +727,9 @@ class Bridge:
         appointment_id = str(payload.get("appointment_id", ""))
         connection = None
         if job.kind in ("push", "conference"):
-            connection = Connection.get_or_none(Connection.id == payload.get("connection_id"))
-            if connection is None or connection.state not in ("active", "needs_reconnect") \
-                    or not connection.calendar_id:
-                jobs.complete(job)  # disconnected, removed, or no calendar chosen: nothing to write
+            connection = self._job_connection(job)
+            if connection is None:
                 return
-            if connection.state == "needs_reconnect":
-                # Kept, not tried: the doctor must reconnect first (on_connected makes it due again).
-                jobs.retry_later(job, timedelta(minutes=30), "waiting for the doctor to reconnect Google",
-                                 counts=False)
-                return
-            if connection.awaiting_confirmation:  # kept until the first-sync preview is confirmed
-                jobs.retry_later(job, timedelta(minutes=30), "waiting for the first-sync confirmation",
-                                 counts=False)
-                return
-        doctor_id = connection.doctor_id if connection else None
         try:
             if job.kind == "push":
                 self._push(appointment_id, connection)
@@ -667,6 +747,17 @@ class Bridge:
                 self.inbound.push_busy(int(payload.get("doctor_id", 0)))
             else:
                 raise ValueError(f"unknown job kind {job.kind!r}")
+        except Exception as exc:  # noqa: BLE001 - every error is handled, by its kind
+            self._job_failed(job, connection, appointment_id, exc)
+        else:
+            jobs.complete(job)
+
+    def _job_failed(self, job: Job, connection: Connection | None, appointment_id: str, exc: Exception) -> None:
+        """Retry, reconnect, count a failure or give up, by the kind of ``exc``: for ``run_job`` and for each
+        job of a batched push alike. Raising ``exc`` again only picks the clause below that handles it."""
+        doctor_id = connection.doctor_id if connection else None
+        try:
+            raise exc
         except CalendarChanged as exc:
             # Google's copy changed since our last write: read it and apply the rules, then try again.
             delay = timedelta(0) if job.retries < 3 else jobs.backoff(job.retries)
@@ -694,8 +785,6 @@ class Bridge:
         except Exception as exc:  # a bug must not stop the loop; it is counted and shown
             log.exception("job %s failed unexpectedly", job.id)
             self._count_failure(job, connection, appointment_id, exc)
-        else:
-            jobs.complete(job)
 
     def _needs_reconnect(self, connection: Connection, exc: Exception) -> None:
         """Google refused the grant: mark the connection (jobs are kept) and alert the doctor and admins once."""
@@ -724,6 +813,19 @@ class Bridge:
             log_sync(job.kind, "retry", doctor_id=doctor_id, appointment_id=appointment_id, error=exc)
 
     def _push(self, appointment_id: str, connection: Connection) -> None:
+        """One ``push`` job on its own: prepare, one Google write, record the answer."""
+        call = self._prepare_push(appointment_id, connection)
+        if call is None:
+            return
+        u = call.upsert
+        state = call.google.upsert_event(u.calendar_id, u.event_id, u.body, known=u.known,
+                                         send_updates=u.send_updates, changes=u.changes, if_match=u.if_match)
+        self._finish_push(call, state)
+
+    def _prepare_push(self, appointment_id: str, connection: Connection) -> PushCall | None:
+        """Everything of a push before its Google write: reads, the decision, stale and unconfirmed
+        cleanups (deletes, sent singly), and ``pending_writes.record`` committed before the write is sent.
+        Returns the write to make, or None when nothing is left to write. Raises our named errors."""
         row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
         appointment = Appointment.from_dict(row.data) if row else None
         calendar_id = connection.calendar_id
@@ -747,12 +849,12 @@ class Bridge:
                 google = google or self.rt.google_for(connection)
                 self._remove_unconfirmed(pending, connection, google)
         if decision.action == "keep":
-            return
+            return None
         if mapping is not None and mapping.state == "dismissed":
             pending_writes.clear(appointment_id, calendar_id)  # the event is the doctor's to keep or delete
-            return
+            return None
         if Conflict.select().where((Conflict.appointment_id == appointment_id) & (Conflict.state == "open")).exists():
-            return  # the admin decides first
+            return None  # the admin decides first
         if decision.action == "delete":
             if mapping is None or mapping.state != "active":
                 # No event we know of, but an insert may have landed unseen (its answer was lost, or the
@@ -761,21 +863,21 @@ class Bridge:
                     if pending.calendar_id == calendar_id:
                         google = google or self.rt.google_for(connection)
                         self._remove_unconfirmed(pending, connection, google)
-                return
+                return None
             if mapping.connection_id != connection.id:
                 pending_writes.clear(appointment_id, calendar_id)  # another connection's event: not ours to remove
-                return
+                return None
             google = google or self.rt.google_for(connection)
             pending_writes.record(appointment_id, connection.id, mapping.calendar_id, mapping.event_id, "delete")
             google.delete_event(mapping.calendar_id, mapping.event_id)
             self._mark_deleted(mapping, connection, "delete")
-            return
+            return None
         spec = decision.spec
         # Nothing to do when Google confirmed this very version, unless a later write is still unconfirmed
         # (it may have landed: the event may hold another version, or be deleted).
         if mapping is not None and mapping.state == "active" and mapping.pushed_hash == spec.fingerprint() \
                 and pending_writes.find(appointment_id, calendar_id) is None:
-            return
+            return None
         google = google or self.rt.google_for(connection)
         event_id = mapping.event_id if mapping else event_id_for(self.site, appointment_id, calendar_id)
         has_conference = mapping is not None and mapping.conference_status in ("pending", "success")
@@ -801,8 +903,16 @@ class Bridge:
         pending_writes.record(appointment_id, connection.id, calendar_id, event_id, "write", pushed_body)
         # If-Match: a doctor's edit in Google since our last write is never silently overwritten (412 →
         # pull first, then decide by direction and conflict rule).
-        state = google.upsert_event(calendar_id, event_id, body, known=known, send_updates=send_updates,
-                                    changes=changes, if_match=mapping.etag if known and mapping.etag else None)
+        return PushCall(appointment_id, connection, spec, mapping, request_id, pushed_body, google,
+                        Upsert(calendar_id, event_id, body, known, send_updates, changes,
+                               mapping.etag if known and mapping.etag else None))
+
+    def _finish_push(self, call: PushCall, state: EventState) -> None:
+        """Record Google's answer to a prepared push: the mapping, pending write cleared and counters in one
+        transaction, the sync log, a conference re-check, the Meet link to KiviCare and the event."""
+        appointment_id, connection, spec, mapping = call.appointment_id, call.connection, call.spec, call.mapping
+        calendar_id, event_id, request_id, pushed_body = (call.upsert.calendar_id, call.upsert.event_id,
+                                                          call.request_id, call.pushed_body)
         now = utcnow()
         conference_status = state.conference_status if spec.telemedicine else ""
         link = state.hangout_link if spec.telemedicine else ""

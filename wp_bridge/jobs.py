@@ -7,8 +7,9 @@ something changes that could make it succeed: a new ``change`` token from the en
 write is different), an enqueue that brings a reason of its own, or ``retry_failed`` (an admin's
 "Retry", a reconnect). So a poison job neither blocks the queue nor comes back on every poll. ``claim``
 leases a due job to one worker (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL/MySQL: ``FOR UPDATE SKIP
-LOCKED``); a lease that expires (a killed worker) makes the job due again, and at start a process
-releases the leases of dead workers on its own host at once.
+LOCKED``), ``claim_many`` several at once (push jobs of one connection, for a Google batch); a lease
+that expires (a killed worker) makes the job due again, and at start a process releases the leases of
+dead workers on its own host at once.
 
 Several workers (threads, or processes sharing a PostgreSQL or MariaDB database) never run one job at
 the same time: ``claim`` takes a row lock (or SQLite's write lock) to lease it, ``enqueue`` locks the row
@@ -128,27 +129,41 @@ def claim(worker: str, kinds: tuple[str, ...] | None = None, *, lease: timedelta
 
     ``lease``: how long the job stays ``worker``'s before another worker may take it over (``LEASE``).
     """
-    return _retrying(lambda: _claim(worker, kinds, LEASE if lease is None else lease))
+    claimed = _retrying(lambda: _claim(worker, kinds, LEASE if lease is None else lease, 1, None))
+    return claimed[0] if claimed else None
 
 
-def _claim(worker: str, kinds: tuple[str, ...] | None, lease: timedelta) -> Job | None:
+def claim_many(worker: str, limit: int, *, kinds: tuple[str, ...] | None = None, where=None,
+               lease: timedelta | None = None) -> list[Job]:
+    """Lease up to ``limit`` of the oldest due jobs to ``worker`` in one transaction, as ``claim`` does
+    (SKIP LOCKED on PostgreSQL/MariaDB, the same lease). ``where``: a further peewee condition, e.g. the
+    jobs of one connection (``of_connection``), so a worker can send their Google writes in one batch."""
+    if limit <= 0:
+        return []
+    return _retrying(lambda: _claim(worker, kinds, LEASE if lease is None else lease, int(limit), where))
+
+
+def _claim(worker: str, kinds: tuple[str, ...] | None, lease: timedelta, limit: int, where) -> list[Job]:
     now = utcnow()
     due = (((Job.state == "pending") & (Job.run_after <= now))
            | ((Job.state == "running") & (Job.locked_until < now)))
     query = Job.select().where(due)
     if kinds:
         query = query.where(Job.kind.in_(kinds))
-    query = query.order_by(Job.run_after, Job.id).limit(1)
+    if where is not None:
+        query = query.where(where)
+    query = query.order_by(Job.run_after, Job.id).limit(limit)
     if not _is_sqlite():
         query = query.for_update("FOR UPDATE SKIP LOCKED")  # rows another worker is leasing are skipped
     with transaction():
-        job = query.first()
-        if job is None:
-            return None
+        found = list(query)
+        if not found:
+            return []
         Job.update(state="running", locked_by=worker, locked_until=now + lease, updated_at=now).where(
-            Job.id == job.id).execute()
-    job.state, job.locked_by, job.locked_until = "running", worker, now + lease
-    return job
+            Job.id.in_([job.id for job in found])).execute()
+    for job in found:
+        job.state, job.locked_by, job.locked_until = "running", worker, now + lease
+    return found
 
 
 def complete(job: Job) -> None:

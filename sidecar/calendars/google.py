@@ -4,8 +4,9 @@ One parsed discovery document is shared by every service object (``build_from_do
 ``api_endpoint`` comes from the settings so the sandbox and Google are the same code path.
 Writes follow the NOTES: deterministic base32hex event ids make a repeated insert answer 409,
 which becomes get + patch; ``conferenceDataVersion=1`` on every write; we PATCH only the fields
-we own, so a doctor's own reminders or colour survive. HTTP failures become the named errors of
-``sidecar.calendars.base`` here and nowhere else.
+we own, so a doctor's own reminders or colour survive. ``upsert_many`` sends several writes in Google
+batch requests (``<root>/batch/calendar/v3``, derived from ``api_endpoint``). HTTP failures become the
+named errors of ``sidecar.calendars.base`` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
@@ -28,7 +30,8 @@ from google.oauth2.credentials import Credentials
 from googleapiclient import discovery_cache
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from googleapiclient.http import BatchHttpRequest
+from tenacity import Retrying, retry_if_exception, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from .base import (CalendarAuthError, CalendarChanged, CalendarEvent, CalendarInfo, CalendarNotFound, CalendarRateLimited,
                    CalendarRequestError, CalendarSyncTokenExpired, CalendarUnavailable, EventSpec, EventState)
@@ -41,6 +44,7 @@ REQUIRED_SCOPES = (SCOPE_CALENDAR,)
 PRIVATE_KEY = "kcAppointmentId"
 _RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _QUOTA_REASONS = {"quotaExceeded", "dailyLimitExceeded"}
+MAX_BATCH_CALLS = 1000  # Calendar batch guide: at most 1000 calls in one batch request (NOTES.md C)
 
 _doc_lock = threading.Lock()
 _doc: dict | None = None
@@ -186,6 +190,40 @@ def parse_event(item: dict, zone: str = "UTC") -> CalendarEvent:
         appointment_id=str(private.get(PRIVATE_KEY, "")), site=str(private.get("kcSite", "")))
 
 
+def batch_uri_for(api_endpoint: str) -> str:
+    """The batch endpoint that goes with ``api_endpoint`` (``…/calendar/v3/``, or the root ``…/``):
+    ``https://www.googleapis.com/calendar/v3/`` → ``https://www.googleapis.com/batch/calendar/v3``.
+
+    Derived here because google-api-python-client ignores ``api_endpoint`` for batches (NOTES.md 2.2)."""
+    root = api_endpoint.rstrip("/")
+    if root.endswith("/calendar/v3"):
+        root = root[:-len("/calendar/v3")]
+    return root + "/batch/calendar/v3"
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """The arguments of one ``GoogleCalendar.upsert_event`` call, for ``GoogleCalendar.upsert_many``."""
+
+    calendar_id: str
+    event_id: str
+    body: dict
+    known: bool
+    send_updates: str = "none"
+    changes: dict | None = None
+    if_match: str | None = None
+
+
+class _SendAgain(Exception):
+    """Some calls of a batch met a brief outage or a short rate limit: send them again in a new batch."""
+
+
+def _retry_policy(retries: int, retry) -> Retrying:
+    """Tries and waits for one request or one batch: ``retries`` attempts, exponential backoff with jitter."""
+    return Retrying(stop=stop_after_attempt(max(1, retries)), wait=wait_random_exponential(multiplier=0.5, max=8),
+                    retry=retry, reraise=True)
+
+
 def _transient(error: BaseException) -> bool:
     """Worth another try within the same job: outages and short rate limits, not quotaExceeded."""
     if isinstance(error, CalendarRateLimited):
@@ -248,6 +286,8 @@ class GoogleCalendar:
         self.retries = retries
         self._token_seen = credentials.token
         http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
+        self._http = http
+        self.batch_uri = batch_uri_for(api_endpoint)
         self.service = build_from_document(_discovery_doc(), http=http,
                                            client_options={"api_endpoint": api_endpoint})
 
@@ -272,10 +312,7 @@ class GoogleCalendar:
             finally:
                 self._after_call()
 
-        retrying = Retrying(stop=stop_after_attempt(max(1, self.retries)),
-                            wait=wait_random_exponential(multiplier=0.5, max=8),
-                            retry=retry_if_exception(_transient), reraise=True)
-        return retrying(attempt)
+        return _retry_policy(self.retries, retry_if_exception(_transient))(attempt)
 
     def _after_call(self) -> None:
         """Hand a token google-auth refreshed during the call to the owner, to be stored encrypted."""
@@ -333,9 +370,8 @@ class GoogleCalendar:
             except CalendarNotFound:
                 pass
         try:
-            insert = self.service.events().insert(calendarId=calendar_id, body={**body, "id": event_id},
-                                                  conferenceDataVersion=1, sendUpdates=send_updates)
-            return _state(self._execute(insert, "events.insert"))
+            return _state(self._execute(self._insert_request(calendar_id, event_id, body, send_updates),
+                                        "events.insert"))
         except CalendarRequestError as exc:
             if exc.status != 409:
                 raise
@@ -344,11 +380,114 @@ class GoogleCalendar:
 
     def _patch(self, calendar_id: str, event_id: str, body: dict, send_updates: str,
                if_match: str | None = None) -> EventState:
+        return _state(self._execute(self._patch_request(calendar_id, event_id, body, send_updates, if_match),
+                                    "events.patch"))
+
+    def _insert_request(self, calendar_id: str, event_id: str, body: dict, send_updates: str):
+        return self.service.events().insert(calendarId=calendar_id, body={**body, "id": event_id},
+                                            conferenceDataVersion=1, sendUpdates=send_updates)
+
+    def _patch_request(self, calendar_id: str, event_id: str, body: dict, send_updates: str,
+                       if_match: str | None = None):
         patch = self.service.events().patch(calendarId=calendar_id, eventId=event_id, body=body,
                                             conferenceDataVersion=1, sendUpdates=send_updates)
         if if_match:
             patch.headers["If-Match"] = if_match  # not a method parameter (NOTES 2.2)
-        return _state(self._execute(patch, "events.patch"))
+        return patch
+
+    def upsert_many(self, items: list[Upsert]) -> list[EventState | Exception]:
+        """Several ``upsert_event`` calls sent in Google batch requests (Calendar batch guide,
+        https://developers.google.com/calendar/api/guides/batch: ``POST <root>/batch/calendar/v3``,
+        multipart/mixed, at most ``MAX_BATCH_CALLS`` calls each): ``events.patch`` (with ``changes`` and
+        If-Match) for a known event, else ``events.insert`` with the deterministic id.
+
+        Returns one entry per item, in order: the EventState Google answered, or the exception the item
+        ended with (our named errors of ``sidecar.calendars.base``, through ``translate``); never raises for
+        an item. Per item the semantics of ``upsert_event``: a known event's patch answered 404/410 →
+        insert, an insert answered 409 (it exists: an earlier try landed) → patch of the whole body, each
+        run singly through ``upsert_event``. Each call takes one token of the account's bucket (Google counts
+        n batched calls as n requests). Calls that met a brief outage or short rate limit, and every call of a
+        batch HTTP request that failed as a whole, are sent again in a new batch with ``_execute``'s tries and
+        backoff; a long pause (quotaExceeded) is left to the caller. One item: a plain ``upsert_event``.
+        """
+        if len(items) == 1:
+            item = items[0]
+            try:
+                return [self.upsert_event(item.calendar_id, item.event_id, item.body, known=item.known,
+                                          send_updates=item.send_updates, changes=item.changes,
+                                          if_match=item.if_match)]
+            except Exception as exc:  # the caller routes it like any failed upsert
+                return [exc]
+        results: list[EventState | Exception | None] = [None] * len(items)
+        for first in range(0, len(items), MAX_BATCH_CALLS):
+            self._upsert_batch(items, list(range(first, min(len(items), first + MAX_BATCH_CALLS))), results)
+        return results  # type: ignore[return-value]
+
+    def _upsert_batch(self, items: list[Upsert], indexes: list[int], results: list) -> None:
+        """``upsert_many`` for at most one batch of ``indexes``; fills ``results`` at those positions."""
+        todo, fallback = list(indexes), []
+
+        def send() -> None:
+            nonlocal todo
+            answers: dict[int, tuple] = {}
+            batch = BatchHttpRequest(callback=lambda rid, resp, exc: answers.__setitem__(int(rid), (resp, exc)),
+                                     batch_uri=self.batch_uri)
+            for i in todo:
+                item = items[i]
+                if item.known:
+                    request = self._patch_request(item.calendar_id, item.event_id,
+                                                  item.body if item.changes is None else item.changes,
+                                                  item.send_updates, item.if_match)
+                else:
+                    request = self._insert_request(item.calendar_id, item.event_id, item.body, item.send_updates)
+                if self.bucket is not None:
+                    self.bucket.acquire()
+                batch.add(request, request_id=str(i))
+            try:
+                batch.execute(http=self._http)
+            except Exception as exc:  # the batch HTTP request failed as a whole: every call shares its error
+                error = translate(exc, "batch")
+                for i in todo:
+                    results[i] = error
+                if _transient(error):
+                    raise _SendAgain() from exc
+                return
+            finally:
+                self._after_call()
+            again = []
+            for i in todo:
+                response, exc = answers.get(i, (None, None))
+                if exc is None:
+                    results[i] = _state(response or {})
+                    continue
+                error = translate(exc, "events.patch" if items[i].known else "events.insert")
+                if (items[i].known and isinstance(error, CalendarNotFound)) or \
+                        (not items[i].known and isinstance(error, CalendarRequestError) and error.status == 409):
+                    fallback.append(i)
+                    continue
+                results[i] = error
+                if _transient(error):
+                    again.append(i)
+            todo = again
+            if again:
+                raise _SendAgain()
+
+        try:
+            for attempt in _retry_policy(self.retries, retry_if_exception_type(_SendAgain)):
+                with attempt:
+                    send()
+        except _SendAgain:
+            pass  # out of tries: the last errors stay in ``results`` for the caller's queue
+        for i in fallback:
+            item = items[i]
+            if not item.known:
+                log.info("event %s already exists in Google (earlier try); patching it", item.event_id)
+            try:
+                # Known but gone (404/410) → insert; inserted before (409) → patch the whole body.
+                results[i] = self.upsert_event(item.calendar_id, item.event_id, item.body, known=not item.known,
+                                               send_updates=item.send_updates)
+            except Exception as exc:  # the caller routes it like any failed upsert
+                results[i] = exc
 
     def list_changes(self, calendar_id: str, sync_token: str | None, *, time_min: datetime | None = None,
                      time_max: datetime | None = None, zone: str = "UTC") -> tuple[list[CalendarEvent], str]:

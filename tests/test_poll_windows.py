@@ -276,3 +276,39 @@ def test_a_hint_reaches_google_for_a_far_appointment_without_waiting_for_the_far
     assert report.windows == ("near", "far") and report.deleted == 0
     assert [e["id"] for e in our_events(google, connection.calendar_id, far_id)] == [events[0]["id"]]
     assert writes(google) == []
+
+
+# ---- cost of an idle poll ------------------------------------------------------------------------------------
+
+def _statements(action) -> list[str]:
+    """The SQL statements ``action()`` runs (peewee's debug log)."""
+    import logging
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("peewee")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        action()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return seen
+
+
+@pytest.mark.parametrize("extra", [0, 60])
+def test_an_idle_poll_writes_nothing_and_reads_in_a_fixed_number_of_queries(setup, kivicare, google, extra):
+    """Issue 7: rows KiviCare lists unchanged are neither written again nor looked up one by one; the
+    poll's reads are a fixed number of queries whatever the number of appointments (up to 500 ids each)."""
+    runtime, connection, clock = setup
+    for n in range(extra):
+        book(runtime, kivicare, at(1 + n % 10, 7 + n // 10, 10))
+    runtime.bridge.sync_once()
+    clock.advance(30)
+    statements = _statements(lambda: runtime.bridge.poll("all"))
+    writes_sql = [s for s in statements if s.lstrip("('\"").split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")]
+    # The connections' "last sync" time and the loop's "last poll" state are the only writes of an idle poll.
+    assert len(writes_sql) <= 2, writes_sql
+    assert len(statements) <= 15, len(statements)

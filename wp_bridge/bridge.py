@@ -30,10 +30,12 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from peewee import IntegrityError
+
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
                                     CalendarUnavailable, EventSpec, EventState)
 from sidecar.calendars.google import MAX_BATCH_CALLS, GoogleCalendar, Upsert, event_body, event_id_for
-from sidecar.storage import close_database, transaction
+from sidecar.storage import close_database, database, transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
                                     PendingWrite, RejectedRow, SyncCursor, utcnow)
 
@@ -131,6 +133,38 @@ class PushCall:
     upsert: Upsert
 
 
+@dataclass
+class PlanContext:
+    """What planning one poll's rows reads from the database, read once per poll (in chunks of ``CHUNK``
+    ids) instead of once per row: the rows cached from earlier polls, the active mappings, the open
+    conflicts and the unconfirmed writes of the listed appointments. Rows changed by a worker meanwhile
+    can only make a plan enqueue a push that then finds nothing to do (``_prepare_push`` reads afresh)."""
+
+    rows: dict[str, AppointmentRow]
+    mappings: dict[str, list[MeetMapping]]
+    open_conflicts: set[str]
+    pending: set[tuple[str, str]]  # (appointment id, calendar id)
+    rejected: set[str]
+
+    CHUNK = 500  # ids per IN (...) query: under every database's limit on bound variables
+
+    @classmethod
+    def load(cls, ids: list[str]) -> "PlanContext":
+        ctx = cls(rows={}, mappings={}, open_conflicts=set(), pending=set(), rejected=set())
+        for n in range(0, len(ids), cls.CHUNK):
+            chunk = ids[n:n + cls.CHUNK]
+            ctx.rows.update((r.id, r) for r in AppointmentRow.select().where(AppointmentRow.id.in_(chunk)))
+            for m in MeetMapping.select().where(MeetMapping.appointment_id.in_(chunk) & (MeetMapping.state == "active")):
+                ctx.mappings.setdefault(m.appointment_id, []).append(m)
+            ctx.open_conflicts.update(c.appointment_id for c in Conflict.select(Conflict.appointment_id).where(
+                Conflict.appointment_id.in_(chunk) & (Conflict.state == "open")))
+            ctx.pending.update((w.appointment_id, w.calendar_id) for w in PendingWrite.select(
+                PendingWrite.appointment_id, PendingWrite.calendar_id).where(PendingWrite.appointment_id.in_(chunk)))
+            ctx.rejected.update(r.appointment_id for r in RejectedRow.select(RejectedRow.appointment_id).where(
+                RejectedRow.appointment_id.in_(chunk)))
+        return ctx
+
+
 class Bridge:
     """The engine for one runtime (``sidecar.runtime.Runtime``). Thread-safe: workers share it."""
 
@@ -146,6 +180,7 @@ class Bridge:
         self._poll_lock = threading.Lock()
         self._far_listed_at: datetime | None = None  # None: not since start, so the first poll lists both
         self._warned_near_days: int | None = None
+        self._doctor_zones: dict[int, tuple[str | None, datetime]] = {}  # doctor id -> (stored zone, read at)
         self._clinic_addresses: dict[int, str] = {}  # clinic id -> address, as the last list rows gave it
         self._pull_lock = threading.Lock()  # guards _pull_locks
         self._pull_locks: dict[int, threading.Lock] = {}  # doctor id -> held while that doctor is pulled
@@ -174,9 +209,14 @@ class Bridge:
 
     def doctor_timezone(self, doctor_id: int) -> str:
         """The doctor's IANA zone (``GET /doctors/{id}``), else the site's; a name zoneinfo cannot read
-        falls back (to the site's, then UTC) with a warning instead of breaking every poll."""
-        doctor = Doctor.get_or_none(Doctor.id == doctor_id)
-        for zone in ((doctor.timezone if doctor else None), self.site_timezone(), "UTC"):
+        falls back (to the site's, then UTC) with a warning instead of breaking every poll. The stored zone
+        is read at most once a minute per doctor (every event's text needs it; ``refresh_doctor`` forgets it)."""
+        now = self.clock()
+        known = self._doctor_zones.get(doctor_id)
+        if known is None or now - known[1] > timedelta(minutes=1):
+            doctor = Doctor.get_or_none(Doctor.id == doctor_id)
+            known = self._doctor_zones[doctor_id] = (doctor.timezone if doctor else None, now)
+        for zone in (known[0], self.site_timezone(), "UTC"):
             if zone and _valid_zone(zone):
                 return zone
             if zone:
@@ -205,6 +245,7 @@ class Bridge:
          .on_conflict(conflict_target=[Doctor.id], update={Doctor.name: found.name, Doctor.email: found.email,
                                                             Doctor.timezone: found.timezone,
                                                             Doctor.updated_at: utcnow()}).execute())
+        self._doctor_zones.pop(found.id, None)  # after the write: a read meanwhile may have cached the old zone
 
     def _doctor_services(self, *, unknown: bool = False) -> dict[int, DoctorService]:
         """Every doctor-service mapping by mapping id (``GET /doctor-services?perPage=all``), re-read hourly,
@@ -364,6 +405,7 @@ class Bridge:
         known in that span that the list no longer shows. Rows outside the span are left alone."""
         report = PollReport()
         client = self.rt.kivicare()
+        listed_at = utcnow()  # rows observed after this (hints, applied moves) are newer than this list
         page = client.list_appointments(start.date(), (end - timedelta(days=1)).date())
         report.listed = len(page.appointments)
         rejected_ids = {appointment_id for appointment_id, _, _ in page.rejected if appointment_id}
@@ -373,14 +415,19 @@ class Bridge:
         connections = self._connections()
         seen: set[str] = set()
         mappings_fresh = False
+        context = PlanContext.load([listed.id for listed in page.appointments])
         for listed in page.appointments:
             seen.add(listed.id)
             if listed.clinic_address:
                 self._clinic_addresses[listed.clinic_id] = listed.clinic_address
-            cached = AppointmentRow.get_or_none(AppointmentRow.id == listed.id)
+            cached = context.rows.get(listed.id)
+            if cached is not None and cached.last_seen_at and cached.last_seen_at > listed_at:
+                continue  # known in a newer state than this list shows
+            unchanged = False
             if cached and cached.list_hash == listed.row_hash and cached.present:
                 appointment = Appointment.from_dict(cached.data)
-                if appointment.service_ids is None:
+                unchanged = appointment.service_ids is not None  # else resolved now, and remembered
+                if not unchanged:
                     appointment = self._with_services(appointment, appointment.service_mapping_ids or ())
             else:
                 # Named by the row itself when its names are unambiguous; else one detail read. The mapping
@@ -401,9 +448,13 @@ class Bridge:
                         continue
                     report.fetched += 1
                 appointment = self._with_services(listed, mapping_ids)
-            RejectedRow.delete().where(RejectedRow.appointment_id == listed.id).execute()
-            self._remember(appointment)
-            report.enqueued += self._plan(appointment, connections)
+            if listed.id in context.rejected:
+                RejectedRow.delete().where(RejectedRow.appointment_id == listed.id).execute()
+            # An unchanged row is not written again (an idle poll writes nothing); a row stored in a newer
+            # state meanwhile is left as it is, and not planned from this older list.
+            if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
+                continue
+            report.enqueued += self._plan(appointment, connections, context=context)
         # Deletions KiviCare confirmed earlier whose events are still there (the process stopped before the
         # deletion was queued): planned again, so nothing decided only in memory is lost.
         leftovers = list(AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))
@@ -418,13 +469,18 @@ class Bridge:
         # Rows we knew in the span listed that the list no longer shows: ask KiviCare before acting. Only
         # this span: a row of a window not listed now is not missing. Materialised: SQLite refuses writes
         # made while a read is still open on this connection.
-        missing = list(AppointmentRow.select().where(AppointmentRow.present & (AppointmentRow.start_utc >= start)
-                                                     & (AppointmentRow.start_utc < end)))
+        # Ids first: the whole rows only of those missing (an idle poll reads no row it does not need).
+        missing_ids = [i for (i,) in AppointmentRow.select(AppointmentRow.id).where(
+            AppointmentRow.present & (AppointmentRow.start_utc >= start) & (AppointmentRow.start_utc < end)).tuples()
+            if i not in seen and i not in rejected_ids]
+        missing = [row for n in range(0, len(missing_ids), PlanContext.CHUNK) for row in AppointmentRow.select().where(
+            AppointmentRow.id.in_(missing_ids[n:n + PlanContext.CHUNK]))]
         doctor_exists: dict[int, bool] = {}
         for row in missing:
             if row.id in seen or row.id in rejected_ids:
                 continue
             report.missing_checked += 1
+            asked_at = utcnow()
             try:
                 detail = client.get_appointment(row.id)
             except KiviCareNotFound:
@@ -437,7 +493,7 @@ class Bridge:
                 if not doctor_exists[row.doctor_id]:
                     continue
                 report.deleted += 1
-                AppointmentRow.update(present=False, last_seen_at=utcnow()).where(AppointmentRow.id == row.id).execute()
+                AppointmentRow.update(present=False, last_seen_at=asked_at).where(AppointmentRow.id == row.id).execute()
                 log_sync("deleted-in-kivicare", "ok", doctor_id=row.doctor_id, appointment_id=row.id)
                 report.enqueued += self._plan_deleted(row, connections)
                 continue
@@ -448,8 +504,8 @@ class Bridge:
             cached = Appointment.from_dict(row.data)
             detail = replace(detail, clinic_address=detail.clinic_address or cached.clinic_address)
             appointment = self._with_services(detail, detail.service_mapping_ids or ())
-            self._remember(appointment, list_hash=row.list_hash)
-            report.enqueued += self._plan(appointment, connections)
+            if self._remember(appointment, list_hash=row.list_hash, before=row, observed_at=asked_at):
+                report.enqueued += self._plan(appointment, connections)
         active = [c.id for c in connections.values() if c.state == "active" and not c.awaiting_confirmation]
         if active:
             Connection.update(last_sync_at=utcnow()).where(Connection.id.in_(active)).execute()
@@ -458,17 +514,34 @@ class Bridge:
     def _with_services(self, appointment: Appointment, mapping_ids: tuple[int, ...]) -> Appointment:
         return appointment.with_services(tuple(mapping_ids), self._service_ids(tuple(mapping_ids)))
 
-    def _remember(self, appointment: Appointment, list_hash: str | None = None) -> None:
+    _UNREAD = object()
+
+    def _remember(self, appointment: Appointment, list_hash: str | None = None, before=_UNREAD, *,
+                  observed_at: datetime) -> bool:
+        """Store what KiviCare said of ``appointment`` when asked at ``observed_at`` (UTC: the time the list or
+        detail request was sent; ``before``: its row as already read, or None if new).
+
+        Returns False, writing nothing, when the stored row was observed later: a hint's fetch or a doctor's
+        move applied while an older list was being planned is newer than that list (``last_seen_at`` holds
+        the observation time), and must not be overwritten by it.
+        """
         now = utcnow()
         values = dict(doctor_id=appointment.doctor_id, start_utc=appointment.start, end_utc=appointment.end,
                       status=appointment.status, list_hash=list_hash or appointment.row_hash,
-                      data=appointment.to_dict(), present=True, last_seen_at=now)
-        before = AppointmentRow.get_or_none(AppointmentRow.id == appointment.id)
+                      data=appointment.to_dict(), present=True, last_seen_at=observed_at)
+        if before is Bridge._UNREAD:
+            before = AppointmentRow.get_or_none(AppointmentRow.id == appointment.id)
         if before is None or Appointment.from_dict(before.data) != appointment:
             values["changed_at"] = now  # when the sidecar saw KiviCare's change (the "most recent" rule)
-        (AppointmentRow.insert(id=appointment.id, first_seen_at=now, **values)
-         .on_conflict(conflict_target=[AppointmentRow.id],
-                      update={getattr(AppointmentRow, k): v for k, v in values.items()}).execute())
+        if before is None:
+            try:
+                with database.atomic():  # a savepoint inside a transaction: PostgreSQL aborts it on the error
+                    AppointmentRow.insert(id=appointment.id, first_seen_at=now, **values).execute()
+                return True
+            except IntegrityError:
+                pass  # stored meanwhile (a hint's fetch): the guarded update below decides
+        return bool(AppointmentRow.update(**values).where(
+            (AppointmentRow.id == appointment.id) & (AppointmentRow.last_seen_at <= observed_at)).execute())
 
     def _reject(self, appointment_id: str, digest: str, problem: str) -> None:
         """Log a malformed row once (per content), keep its existing event, carry on."""
@@ -490,7 +563,8 @@ class Bridge:
                                          & Connection.calendar_id.is_null(False))
         return {row.doctor_id: row for row in rows}
 
-    def _plan(self, appointment: Appointment, connections: dict[int, Connection], *, revive: bool = False) -> int:
+    def _plan(self, appointment: Appointment, connections: dict[int, Connection], *, revive: bool = False,
+              context: PlanContext | None = None) -> int:
         """Enqueue a push wherever the event differs from what Google confirmed. Returns jobs enqueued.
 
         Nothing is pushed under the "Google → KiviCare only" direction, or while the admin has an open
@@ -500,11 +574,12 @@ class Bridge:
         enqueued = 0
         if self.cfg.get("sync.direction") == "google_to_kivicare":
             return 0
-        if Conflict.select().where((Conflict.appointment_id == appointment.id) & (Conflict.state == "open")).exists():
+        if context is None:
+            context = PlanContext.load([appointment.id])
+        if appointment.id in context.open_conflicts:
             return 0
         connection = connections.get(appointment.doctor_id)
-        mappings = list(MeetMapping.select().where((MeetMapping.appointment_id == appointment.id)
-                                                   & (MeetMapping.state == "active")))
+        mappings = context.mappings.get(appointment.id, [])
         # A mapping in another doctor's calendar (the appointment changed doctor) must go.
         for mapping in mappings:
             if connection is None or mapping.connection_id != connection.id:
@@ -516,11 +591,12 @@ class Bridge:
                         and m.calendar_id == connection.calendar_id), None)
         decision = self.decide(appointment, connection, mapping)
         if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()
-                                            or pending_writes.find(appointment.id, connection.calendar_id)):
+                                            or (appointment.id, connection.calendar_id) in context.pending):
             enqueued += self._enqueue_push(appointment.id, connection.id, change=decision.spec.fingerprint(),
                                            revive=revive)
-        elif decision.action == "delete" and (
-                mapping is not None or pending_writes.unconfirmed_inserts(appointment.id, connection.id)):
+        elif decision.action == "delete" and (mapping is not None or (
+                appointment.id in {a for a, _c in context.pending}
+                and pending_writes.unconfirmed_inserts(appointment.id, connection.id))):
             enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
         return enqueued
 
@@ -1000,11 +1076,12 @@ class Bridge:
         """``GET /appointments/{id}?timezone=UTC`` for one appointment, then plan its events."""
         connections = self._connections()
         row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
+        asked_at = utcnow()
         try:
             detail = self.rt.kivicare().get_appointment(appointment_id)
         except KiviCareNotFound:
             if row is not None and row.present:
-                AppointmentRow.update(present=False, last_seen_at=utcnow()).where(
+                AppointmentRow.update(present=False, last_seen_at=asked_at).where(
                     AppointmentRow.id == appointment_id).execute()
                 log_sync("deleted-in-kivicare", "ok", doctor_id=row.doctor_id, appointment_id=appointment_id)
                 self._plan_deleted(row, connections)
@@ -1019,7 +1096,9 @@ class Bridge:
                          or self._clinic_addresses.get(detail.clinic_id, ""))
         appointment = self._with_services(detail, detail.service_mapping_ids or ())
         # Keep the list row's hash: the detail is not the list row, and the next poll compares list rows.
-        self._remember(appointment, list_hash=row.list_hash if row is not None else "hint")
+        if not self._remember(appointment, list_hash=row.list_hash if row is not None else "hint", before=row,
+                              observed_at=asked_at):
+            return  # a poll listed it after this read: its state is newer
         if self._plan(appointment, connections, revive=True):  # a hint: someone saved it, so try a given-up push again
             self.rt.work_available.set()
 

@@ -357,7 +357,8 @@ class Inbound:
             client.set_status(appointment.id, 0)  # KiviCare e-mails the patient, as for any cancellation
             cancelled = replace(appointment, status=0)
             with transaction():
-                AppointmentRow.update(status=0, data=cancelled.to_dict(), changed_at=utcnow()).where(
+                # last_seen_at: KiviCare holds this state from now on, so an older list must not undo it.
+                AppointmentRow.update(status=0, data=cancelled.to_dict(), changed_at=utcnow(), last_seen_at=utcnow()).where(
                     AppointmentRow.id == appointment.id).execute()
                 MeetMapping.update(state="deleted", etag=event.etag, pushed_hash="", pushed_body=None).where(
                     MeetMapping.id == mapping.id).execute()
@@ -423,8 +424,8 @@ class Inbound:
                 google = conflict.google or {}
                 if conflict.kind == "mass_cancel" or google.get("deleted"):
                     client.set_status(appointment_id, 0)
-                    AppointmentRow.update(status=0, data=replace(appointment, status=0).to_dict(),
-                                          changed_at=utcnow()).where(AppointmentRow.id == appointment_id).execute()
+                    AppointmentRow.update(status=0, data=replace(appointment, status=0).to_dict(), changed_at=utcnow(),
+                                          last_seen_at=utcnow()).where(AppointmentRow.id == appointment_id).execute()
                     MeetMapping.update(state="deleted", pushed_hash="", pushed_body=None).where(
                         MeetMapping.id == mapping.id).execute()
                     log_sync("cancel", "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id,

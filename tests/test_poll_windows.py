@@ -7,6 +7,7 @@ list. Time is moved with the Bridge's injectable clock (``Bridge.clock``), never
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -312,3 +313,38 @@ def test_an_idle_poll_writes_nothing_and_reads_in_a_fixed_number_of_queries(setu
     # The connections' "last sync" time and the loop's "last poll" state are the only writes of an idle poll.
     assert len(writes_sql) <= 2, writes_sql
     assert len(statements) <= 15, len(statements)
+
+
+# ---- an older list never undoes a newer state ----------------------------------------------------------
+
+@pytest.mark.parametrize("change", ["cancel", "delete"])
+def test_a_list_older_than_a_hints_fetch_does_not_undo_it(setup, kivicare, google, change):
+    """A poll's list is answered, then held on the wire (1 s per row listed); meanwhile staff cancel (or
+    delete) the appointment and the companion's hint is fetched. The poll then plans its older rows: it must
+    neither write the old state back nor keep the event (found by the churn benchmark, issue 7)."""
+    import threading
+    runtime, connection, clock = setup
+    appointment_id = book(runtime, kivicare, at(3, 9, 10))
+    runtime.bridge.sync_once()
+    settle(runtime)
+    assert len(our_events(google, connection.calendar_id, appointment_id)) == 1
+    kivicare.latency_per_row = 0.2  # the list is computed at once, answered seconds later
+    try:
+        clock.advance(30)
+        poll = threading.Thread(target=runtime.bridge.poll, args=("near",))
+        poll.start()
+        time.sleep(0.5)  # the list has been computed with the appointment still booked
+        if change == "cancel":
+            kivicare.set_status(appointment_id, 0)
+        else:
+            kivicare.delete_appointment(appointment_id)
+        runtime.bridge.on_hint(appointment_id, "kc_after_update_appointment")
+        settle(runtime)
+        assert poll.is_alive()  # the older list is still on its way
+        poll.join(timeout=60)
+    finally:
+        kivicare.latency_per_row = 0.0
+    settle(runtime)
+    assert our_events(google, connection.calendar_id, appointment_id) == []
+    row = AppointmentRow.get_by_id(appointment_id)
+    assert (row.status == 0) if change == "cancel" else (not row.present)

@@ -14,7 +14,8 @@ in a child process (``python -m bench.perf.pages --serve``), without the bridge 
 grants the loop would only log refused Google calls into the table being measured. A real admin signs in
 (``/login``, CSRF token) and a real doctor through the companion plugin's signed link (``/sso``).
 
-Measured, one request at a time after two warm-up requests: p50 / p95 / max of the dashboard (``/``),
+Measured, one request at a time after two warm-up requests: p50 / p95 / max of the dashboard (``/``, its
+first page of 50 doctors), a search of the dashboard's doctors (``/?q=…``),
 ``/log`` (first page), ``/log?doctor=…``, ``/log?outcome=error``, ``/log`` page 100 (the ``before`` cursor
 the page's "Older" link carries there), ``/log.csv`` (time to first byte, and to the first 1 MB as
 information) and the doctor's own page (``/me``). Target (issue 7): p95 ≤ 200 ms per page.
@@ -81,8 +82,9 @@ LOG_MIX = (
 CONNECTION_MIX = ((440, "active", True), (20, "active", False), (25, "needs_reconnect", True),
                   (15, "disconnected", True))
 
-PAGES = ("dashboard", "log", "log_doctor", "log_errors", "log_page_100", "log_csv", "doctor_page")
-LABELS = {"dashboard": "dashboard `/`", "log": "`/log` first page", "log_doctor": "`/log?doctor=…`",
+PAGES = ("dashboard", "dashboard_search", "log", "log_doctor", "log_errors", "log_page_100", "log_csv", "doctor_page")
+LABELS = {"dashboard": "dashboard `/` (first page of doctors)", "dashboard_search": "dashboard search `/?q=…`",
+          "log": "`/log` first page", "log_doctor": "`/log?doctor=…`",
           "log_errors": "`/log?outcome=error`", "log_page_100": "`/log` page 100", "log_csv": "`/log.csv` first byte",
           "doctor_page": "doctor's own page `/me`"}
 
@@ -400,7 +402,8 @@ def run(args, say) -> dict:
         doctor = sign_in_doctor(url, doctors[0], kstate["base_url"])
         google.call(_method, "reset_requests")
         kivicare.call(_method, "reset_requests")
-        targets = {"dashboard": (admin, "/"), "log": (admin, "/log"),
+        targets = {"dashboard": (admin, "/"), "dashboard_search": (admin, "/?q=doctor04"),  # ~10 doctors match
+                   "log": (admin, "/log"),
                    "log_doctor": (admin, f"/log?doctor={doctors[1]}"), "log_errors": (admin, "/log?outcome=error"),
                    "log_page_100": (admin, f"/log?before={page_100}"), "log_csv": (admin, "/log.csv"),
                    "doctor_page": (doctor, "/me")}

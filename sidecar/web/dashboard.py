@@ -10,10 +10,16 @@ first sync or a reset runs, how many of the appointments in the horizon already 
 The health strip: KiviCare reachable (the engine's last poll, ``state.poll``), the companion plugin and
 its version (``state.companion_check``), Google errors in the last hour (the sync log), open conflicts.
 
+The doctors table shows 50 doctors a page (``?page=N``), those needing attention first (needs reconnect,
+failing jobs, open conflicts, a first sync waiting for confirmation, no calendar chosen), then by name, and
+finds doctors by name or e-mail (``?q=``); a summary line counts every doctor so paging hides nothing.
+
 Cheap at any size: a fixed handful of queries per page whatever the number of doctors (no query per
-doctor), and sync log reads bounded to the last day by the ``at`` index, so 500 doctors and a million log
-rows render quickly. ``status_data()`` gathers everything once for both the HTML page (``/``) and
-``/api/status`` (JSON).
+doctor); the cheap columns (names, connections, conflicts, failing jobs) are read for every doctor, the
+costly figures (24-hour activity, busy blocks) for the doctors of the page only, and sync log reads are
+bounded to the last day by the ``at`` index, so 500 doctors and a million log rows render quickly.
+``status_data()`` gathers everything once for both the HTML page (``/``) and ``/api/status`` (JSON, every
+doctor).
 
 Admins and receptionists (signed in through the companion plugin) see it; receptionists read-only
 (no buttons, no links to pages that change anything). Doctors get 403 here: their page is ``/me``.
@@ -25,7 +31,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import peewee
-from flask import Blueprint, current_app, jsonify, render_template, url_for
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
@@ -64,6 +70,9 @@ GOOGLE_ERROR_WINDOW = timedelta(hours=1)
 PROGRESS_WINDOW = timedelta(hours=24)
 PROGRESS_GRACE = timedelta(minutes=10)
 JOB_WAITING = ("pending", "running")
+JOB_GIVEN_UP = "failed"  # ``wp_bridge.jobs.give_up``: stays visible until something changes
+PAGE_SIZE = 50  # doctors per page of the doctors table
+QUERY_MAX = 100  # characters of a search kept
 _CHUNK = 500  # ids per IN (...) list
 
 SCOPE_WARNING = _l("Google did not grant access to the calendars: when connecting, the calendar permission was "
@@ -137,29 +146,50 @@ def pending_jobs(connection_id: int) -> int:
     return sum(1 for (key,) in keys if job_owner(key) == ("connection", str(connection_id)))
 
 
-def waiting_jobs_by_doctor(connections: dict[int, Connection]) -> dict[int, int]:
-    """Jobs waiting or running per doctor: their connection's work, their busy blocks, and reads of their
-    appointments. Two queries (the waiting keys; the doctors of appointments named by key), not one per doctor."""
+def job_counts_by_doctor(connections: dict[int, Connection]) -> tuple[dict[int, int], dict[int, int]]:
+    """``(waiting, failing)``: jobs per doctor (``{doctor_id: n}``) that are waiting or running, and that are
+    failing (given up, state "failed", or waiting again after a counted failure, ``attempts`` > 0). A doctor's
+    jobs are their connection's work, their busy blocks, and reads of their appointments (``job_owner``).
+    One query for the keys, plus one per 500 appointments named by key (their doctors), not one per doctor."""
     doctor_of_connection = {str(c.id): c.doctor_id for c in connections.values()}
-    counts: dict[int, int] = {}
-    appointments: dict[str, int] = {}
-    for (key,) in Job.select(Job.dedupe_key).where(Job.state.in_(JOB_WAITING)).tuples():
+    waiting: dict[int, int] = {}
+    failing: dict[int, int] = {}
+    by_appointment: dict[str, list[int]] = {}  # appointment id -> [waiting, failing]
+
+    def add(doctor_id: int, is_waiting: bool, is_failing: bool) -> None:
+        if is_waiting:
+            waiting[doctor_id] = waiting.get(doctor_id, 0) + 1
+        if is_failing:
+            failing[doctor_id] = failing.get(doctor_id, 0) + 1
+
+    keys = (Job.select(Job.dedupe_key, Job.state, Job.attempts)
+            .where(Job.state.in_(JOB_WAITING + (JOB_GIVEN_UP,))).tuples())
+    for key, state, attempts in keys:
+        is_waiting, is_failing = state in JOB_WAITING, state == JOB_GIVEN_UP or bool(attempts)
         owner, ident = job_owner(key)
-        doctor_id = None
-        if owner == "connection":
-            doctor_id = doctor_of_connection.get(ident)
+        if owner == "connection" and ident in doctor_of_connection:
+            add(doctor_of_connection[ident], is_waiting, is_failing)
         elif owner == "doctor" and ident.isdigit():
-            doctor_id = int(ident)
+            add(int(ident), is_waiting, is_failing)
         elif owner == "appointment":
-            appointments[ident] = appointments.get(ident, 0) + 1
-        if doctor_id is not None:
-            counts[doctor_id] = counts.get(doctor_id, 0) + 1
-    ids = list(appointments)
+            tally = by_appointment.setdefault(ident, [0, 0])
+            tally[0] += is_waiting
+            tally[1] += is_failing
+    ids = list(by_appointment)
     for start in range(0, len(ids), _CHUNK):
         for appointment_id, doctor_id in (Appointment.select(Appointment.id, Appointment.doctor_id)
                                           .where(Appointment.id.in_(ids[start:start + _CHUNK])).tuples()):
-            counts[doctor_id] = counts.get(doctor_id, 0) + appointments[appointment_id]
-    return counts
+            n_waiting, n_failing = by_appointment[appointment_id]
+            if n_waiting:
+                waiting[doctor_id] = waiting.get(doctor_id, 0) + n_waiting
+            if n_failing:
+                failing[doctor_id] = failing.get(doctor_id, 0) + n_failing
+    return waiting, failing
+
+
+def waiting_jobs_by_doctor(connections: dict[int, Connection]) -> dict[int, int]:
+    """Jobs waiting or running per doctor (``job_counts_by_doctor``'s first half)."""
+    return job_counts_by_doctor(connections)[0]
 
 
 # ---- counts ------------------------------------------------------------------------------------------
@@ -171,9 +201,10 @@ def unindexed(column):
     return column + 0
 
 
-def activity_counts(doctor_id: int | None = None, since=None) -> dict[int, dict]:
+def activity_counts(doctor_id: int | None = None, since=None, doctor_ids=None) -> dict[int, dict]:
     """Sync log rows of the last 24 hours per doctor, direction and outcome:
-    ``{doctor_id: {"kivicare_to_google": {"ok": n, "error": n}, "google_to_kivicare": {...}}}``.
+    ``{doctor_id: {"kivicare_to_google": {"ok": n, "error": n}, "google_to_kivicare": {...}}}``; all doctors,
+    one (``doctor_id``) or some (``doctor_ids``: the dashboard's page, at most a few hundred ids).
 
     ``ok``: changes written (``activity_chart.counted_entries()``: the same rows as the chart, so a doctor's
     tally, the chart and the figures above it agree; connecting or confirming a calendar is not counted);
@@ -187,6 +218,8 @@ def activity_counts(doctor_id: int | None = None, since=None) -> dict[int, dict]
              .group_by(doctor, SyncLog.direction, SyncLog.outcome))
     if doctor_id is not None:
         query = query.where(SyncLog.doctor_id == doctor_id)
+    if doctor_ids is not None:  # still read through the ``at`` index: a day of rows, then this filter
+        query = query.where(doctor.in_(list(doctor_ids)))
     out: dict[int, dict] = {}
     for doctor_id, direction, outcome, n in query.tuples():  # tuples: a day of a busy log is ~1,000 groups
         key = keys.get(direction)
@@ -212,10 +245,12 @@ def empty_activity() -> dict:
     return {key: Row(ok=0, error=0) for _raw, key, _label in DIRECTIONS}
 
 
-def busy_block_counts() -> dict[int, int]:
-    """Busy blocks per doctor (Google time that KiviCare cannot book)."""
+def busy_block_counts(doctor_ids=None) -> dict[int, int]:
+    """Busy blocks per doctor (Google time that KiviCare cannot book), all doctors or those of ``doctor_ids``."""
     query = (BusyBlock.select(BusyBlock.doctor_id, peewee.fn.COUNT(BusyBlock.id).alias("n"))
              .group_by(BusyBlock.doctor_id))
+    if doctor_ids is not None:
+        query = query.where(BusyBlock.doctor_id.in_(list(doctor_ids)))
     return {row["doctor_id"]: row["n"] for row in query.dicts()}
 
 
@@ -306,16 +341,35 @@ def google_connections() -> dict[int, SimpleNamespace]:
     return found
 
 
-def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = None) -> list[dict]:
-    """One dict per known doctor: ids, names, connection state and counts (times as aware UTC). A fixed
-    number of queries whatever the number of doctors (``conflicts``: ``open_conflict_counts()`` if known)."""
-    now = now or utcnow()
-    connections = google_connections()
-    activity = activity_counts(since=now - ACTIVITY_WINDOW)
-    busy = busy_block_counts()
+def attention_reasons(state: str | None, missing: list[str], failing: int, conflicts: int) -> list[str]:
+    """Why a doctor needs someone to act, most urgent first (empty when nothing does): ``"reconnect"``
+    (needs reconnect, or a grant missing a permission), ``"failing"`` (jobs given up or failing),
+    ``"conflicts"`` (open conflicts), ``"confirm"`` (a first sync waits for its confirmation), ``"calendar"``
+    (connected, no calendar chosen)."""
+    reasons = []
+    if state == "needs_reconnect" or missing:
+        reasons.append("reconnect")
+    if failing:
+        reasons.append("failing")
+    if conflicts:
+        reasons.append("conflicts")
+    if state == "held":
+        reasons.append("confirm")
+    if state == "pending":
+        reasons.append("calendar")
+    return reasons
+
+
+def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = None, *,
+                connections: dict[int, SimpleNamespace] | None = None,
+                failing: dict[int, int] | None = None) -> list[Row]:
+    """One row per known doctor, by name: ids, names, connection state and counts (times as aware UTC) and
+    ``attention`` (``attention_reasons()``). Cheap columns only, two queries whatever the number of doctors
+    (plus those of ``conflicts``, ``connections`` and ``failing`` when not given); ``add_figures()`` adds the
+    costly ones to the rows shown."""
+    connections = google_connections() if connections is None else connections
     conflicts = open_conflict_counts() if conflicts is None else conflicts
-    waiting = waiting_jobs_by_doctor(connections)
-    progress = sync_progress(connections, waiting, now)
+    failing = job_counts_by_doctor(connections)[1] if failing is None else failing
     labels = {state: str(label) for state, label in STATE_LABELS.items()}  # translated once, not once per doctor
     rows = []
     for doctor_id, name, email in Doctor.select(Doctor.id, Doctor.name, Doctor.email).order_by(Doctor.name,
@@ -323,6 +377,7 @@ def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = 
         conn = connections.get(doctor_id)
         state = state_key(conn)
         shown = conn is not None and conn.state != "disconnected"
+        missing = missing_scopes(conn)
         rows.append(Row({
             "id": doctor_id,
             "name": name or _("Doctor #%(id)s", id=doctor_id),
@@ -338,15 +393,50 @@ def doctor_rows(now: datetime | None = None, conflicts: dict[int, int] | None = 
             "last_sync_at": conn.last_sync_at if conn else None,
             "synced": conn.synced_count if conn else 0,
             "failed": conn.failed_count if conn else 0,
-            "pending_jobs": waiting.get(doctor_id, 0),
+            "failing_jobs": failing.get(doctor_id, 0),
             "last_error": conn.last_error if conn else "",
-            "activity_24h": activity.get(doctor_id) or empty_activity(),
-            "busy_blocks": busy.get(doctor_id, 0),
             "open_conflicts": conflicts.get(doctor_id, 0),
-            "missing_scopes": missing_scopes(conn),
-            "progress": progress.get(doctor_id),
+            "missing_scopes": missing,
+            "attention": attention_reasons(state, missing, failing.get(doctor_id, 0), conflicts.get(doctor_id, 0)),
         }))
     return rows
+
+
+def add_figures(rows: list[Row], now: datetime, waiting: dict[int, int], progress: dict[int, dict], *,
+                every_doctor: bool = False) -> list[Row]:
+    """``rows`` (from ``doctor_rows()``) with the figures that cost a read per doctor: ``activity_24h``,
+    ``busy_blocks``, ``pending_jobs`` and ``progress``. The sync log and busy blocks are read for these
+    doctors only (``WHERE doctor_id IN (...)``, a page at a time), or with ``every_doctor`` (``rows`` is every
+    doctor) unfiltered; two queries whatever their number."""
+    ids = None if every_doctor else [row["id"] for row in rows]
+    activity = activity_counts(since=now - ACTIVITY_WINDOW, doctor_ids=ids) if rows else {}
+    busy = busy_block_counts(ids) if rows else {}
+    for row in rows:
+        row.update(activity_24h=activity.get(row["id"]) or empty_activity(), busy_blocks=busy.get(row["id"], 0),
+                   pending_jobs=waiting.get(row["id"], 0), progress=progress.get(row["id"]))
+    return rows
+
+
+def attention_first(rows: list[Row]) -> list[Row]:
+    """Doctors needing attention first, then the others; by name (their order in ``rows``) within each."""
+    return sorted(rows, key=lambda row: not row["attention"])
+
+
+def matching(rows: list[Row], query: str) -> list[Row]:
+    """The rows whose name or e-mail contains ``query``, ignoring case (``str.casefold``: "müller" finds
+    "MÜLLER"); every row for an empty query."""
+    needle = query.casefold()
+    if not needle:
+        return rows
+    return [row for row in rows if needle in (row["name"] or "").casefold()
+            or needle in (row["email"] or "").casefold()]
+
+
+def page_number(text: str | None, pages: int) -> int:
+    """The page asked for (``?page=N``, from 1), held within ``1..pages``: a link from before doctors were
+    removed, or a number typed by hand, shows the nearest page rather than an empty one or an error."""
+    number = int(text) if text and text.isdigit() and len(text) < 7 else 1
+    return min(max(number, 1), max(pages, 1))
 
 
 def google_errors(now: datetime) -> int:
@@ -420,26 +510,56 @@ def recent_activity(limit: int = 20, doctor_id: int | None = None, names: dict[i
             for entry in query.order_by(SyncLog.at.desc(), SyncLog.id.desc()).limit(limit)]
 
 
-def summary(doctors: list[dict], hours: list) -> dict:
-    """The figures above the chart: doctors connected, synced and failed in 24 hours, jobs waiting."""
+def summary(doctors: list[dict], hours: list, waiting: dict[int, int], progress: dict[int, dict]) -> dict:
+    """The figures above the chart and the doctors table's summary line, over every doctor (not one page):
+    doctors, connected, ``syncing`` (connected, nothing to act on), ``attention`` (``attention_reasons()``),
+    ``not_syncing`` (the rest: not connected, disconnected, removed, turned off), synced and failed in 24 hours,
+    jobs waiting, first syncs or resets running."""
+    attention = sum(1 for d in doctors if d["attention"])
+    syncing = sum(1 for d in doctors if d["state"] == "active" and not d["attention"])
+    ids = {d["id"] for d in doctors}
     return {"doctors": len(doctors),
             "connected": sum(1 for d in doctors if d["state"] in ("active", "held")),
-            "attention": sum(1 for d in doctors if d["state"] in ("needs_reconnect", "held", "pending")
-                             or d["missing_scopes"]),
+            "attention": attention, "syncing": syncing, "not_syncing": len(doctors) - attention - syncing,
             "synced_24h": sum(h.ok for h in hours), "retried_24h": sum(h.retry for h in hours),
-            "failed_24h": sum(h.error for h in hours), "waiting": sum(d["pending_jobs"] for d in doctors),
-            "running": sum(1 for d in doctors if d["progress"])}
+            "failed_24h": sum(h.error for h in hours),
+            "waiting": sum(n for doctor_id, n in waiting.items() if doctor_id in ids),
+            "running": sum(1 for doctor_id in progress if doctor_id in ids)}
 
 
-def status_data() -> dict:
-    """Everything the dashboard shows: ``{"doctors", "health", "recent", "hours", "summary"}``."""
+def status_data(page: str | None = None, query: str = "") -> dict:
+    """Everything the dashboard shows: ``{"doctors", "running", "health", "recent", "hours", "summary"}``,
+    and with ``page`` (the ``?page=`` text, "" for the first) ``"table"``: ``{"number", "pages", "matching",
+    "query", "page_size"}``.
+
+    Without ``page`` (``/api/status``) ``doctors`` is every doctor, by name; with it, the doctors of that page
+    of the table: those matching ``query`` (name or e-mail), needing attention first, ``PAGE_SIZE`` a page.
+    ``summary`` and ``running`` (first syncs and resets in progress, ``{"id", "name", "progress"}``) always
+    cover every doctor. A fixed number of queries whatever the number of doctors."""
     now = utcnow()
     conflicts = open_conflict_counts()
-    doctors = doctor_rows(now, conflicts)
+    connections = google_connections()
+    waiting, failing = job_counts_by_doctor(connections)
+    progress = sync_progress(connections, waiting, now)
+    everyone = doctor_rows(now, conflicts, connections=connections, failing=failing)
+    names = {d["id"]: d["name"] for d in everyone}
     hours = activity_chart.hourly_activity(now)
-    names = {d["id"]: d["name"] for d in doctors}
-    return {"doctors": doctors, "health": health(now, sum(conflicts.values())),
-            "recent": recent_activity(names=names), "hours": hours, "summary": summary(doctors, hours)}
+    data = {"health": health(now, sum(conflicts.values())), "recent": recent_activity(names=names), "hours": hours,
+            "summary": summary(everyone, hours, waiting, progress),
+            "running": [Row(id=d["id"], name=d["name"], progress=progress[d["id"]])
+                        for d in everyone if d["id"] in progress]}
+    if page is None:
+        data["doctors"] = add_figures(everyone, now, waiting, progress, every_doctor=True)
+        return data
+    query = " ".join(query.split())[:QUERY_MAX]
+    found = attention_first(matching(everyone, query))
+    pages = max(1, -(-len(found) // PAGE_SIZE))
+    number = page_number(page, pages)
+    shown = found[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
+    data["doctors"] = add_figures(shown, now, waiting, progress)
+    data["table"] = {"number": number, "pages": pages, "matching": len(found), "query": query,
+                     "page_size": PAGE_SIZE}
+    return data
 
 
 def _jsonable(value):
@@ -477,13 +597,17 @@ class CountWords:
     def open_conflicts(self, num: int) -> str:
         return self._get("conflicts", num, lambda: ngettext("%(num)d open conflict", "%(num)d open conflicts", num))
 
+    def failing_jobs(self, num: int) -> str:
+        return self._get("failing", num, lambda: ngettext("%(num)d job failing", "%(num)d jobs failing", num))
+
 
 @bp.route("/")
 @roles_required("admin", "receptionist")
 def index():
-    """The dashboard page (read-only for receptionists)."""
+    """The dashboard page (read-only for receptionists): ``?page=N`` (from 1) of the doctors table and
+    ``?q=`` to find doctors by name or e-mail; both optional, and a page out of range shows the nearest."""
     user = current_user()
-    data = status_data()
+    data = status_data(page=request.args.get("page", ""), query=request.args.get("q", ""))
     zone, zone_name = site_zone()
     held = {d["id"]: preview_url(d["id"]) for d in data["doctors"] if d["awaiting_confirmation"]}
     directions = [(raw, key, str(label)) for raw, key, label in DIRECTIONS]
@@ -495,8 +619,8 @@ def index():
 @bp.route("/api/status")
 @roles_required("admin", "receptionist")
 def api_status():
-    """The dashboard as JSON: ``{"doctors": [...], "health": {...}, "recent": [...], "hours": [...],
-    "summary": {...}}`` (times ISO UTC).
+    """The dashboard as JSON: ``{"doctors": [...], "running": [...], "health": {...}, "recent": [...],
+    "hours": [...], "summary": {...}}`` (times ISO UTC), every doctor (not paged).
 
     Each doctor also carries ``activity_24h`` (``{"kivicare_to_google": {"ok", "error"},
     "google_to_kivicare": {...}}``), ``busy_blocks``, ``open_conflicts``, ``missing_scopes`` and ``progress``

@@ -9,9 +9,11 @@ date alone in ``to`` means the end of that day). A bad value is refused with a m
 
 Pages are keyset-paginated, newest first, on ``(at, id)`` (``before`` / ``after`` cursors), so the page
 costs the same on the first page and the thousandth with a million rows; the total of matching rows is
-counted once per page. The CSV export streams every matching row in chunks read the same way: ids and
-outcomes only (time UTC, doctor id, appointment id, direction, action, outcome, error class), never a
-message, so nothing beyond ids leaves the log. Failures carry their next step (``log_entries.next_step``).
+counted once per page, up to ``COUNT_CAP`` ("more than 10,000 entries match"): counting a million rows
+exactly cost more than the rest of the page and told the reader nothing more. The CSV export streams
+every matching row in chunks read the same way: ids and outcomes only (time UTC, doctor id, appointment
+id, direction, action, outcome, error class), never a message, so nothing beyond ids leaves the log.
+Failures carry their next step (``log_entries.next_step``).
 
 Who sees what: admins and receptionists every row; a doctor only their own (the doctor filter is fixed
 to them). Links in next steps are shown only to someone allowed to act there.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
+from flask_babel import format_decimal
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 
@@ -37,6 +40,7 @@ from .security import current_user, roles_required
 bp = Blueprint("synclog_page", __name__)
 
 PAGE_SIZE = 50
+COUNT_CAP = 10_000  # matching rows counted exactly up to this many; beyond, the page says "more than"
 CSV_CHUNK = 2000
 PERIODS = {"1h": (timedelta(hours=1), _l("Last hour")), "24h": (timedelta(hours=24), _l("Last 24 hours")),
            "7d": (timedelta(days=7), _l("Last 7 days")), "30d": (timedelta(days=30), _l("Last 30 days"))}
@@ -195,8 +199,10 @@ def newer_than(at: datetime, entry_id: int):
 # ---- rows -----------------------------------------------------------------------------------------------
 
 def page_of(filters: LogFilter, before: str = "", after: str = "") -> dict:
-    """One page of matching rows, newest first: ``{"entries": [SyncLog], "total", "older": cursor | "",
-    "newer": cursor | "", "first_page": bool}``. Two queries (the page, the count)."""
+    """One page of matching rows, newest first: ``{"entries": [SyncLog], "total", "more_than_cap": bool,
+    "older": cursor | "", "newer": cursor | "", "first_page": bool}``. ``total`` is exact up to
+    ``COUNT_CAP``; beyond it ``more_than_cap`` is true and ``total`` is ``COUNT_CAP``. Two queries (the page,
+    the count, which reads at most ``COUNT_CAP`` + 1 rows)."""
     base = filters.where(SyncLog.select())
     start_after = parse_cursor(after)
     start_before = parse_cursor(before)
@@ -216,8 +222,9 @@ def page_of(filters: LogFilter, before: str = "", after: str = "") -> dict:
         has_newer = bool(start_before)
     if start_after and not rows:  # nothing newer any more: show the newest page
         return page_of(filters)
-    total = filters.where(SyncLog.select()).count()
-    return {"entries": rows, "total": total, "first_page": not has_newer,
+    counted = filters.where(SyncLog.select(SyncLog.id)).limit(COUNT_CAP + 1).count()  # COUNT over a LIMIT
+    return {"entries": rows, "total": min(counted, COUNT_CAP), "more_than_cap": counted > COUNT_CAP,
+            "first_page": not has_newer,
             "older": cursor_of(rows[-1]) if rows and has_older else "",
             "newer": cursor_of(rows[0]) if rows and has_newer else ""}
 
@@ -254,7 +261,7 @@ def index():
         page["rows"] = [entry_view(e, names, user) for e in page["entries"]]
     return render_template("log/index.html", filters=filters, page=page, doctors=doctors, names=names,
                            own=user.is_doctor, zone_name=zone_name, choices=_choices(filters),
-                           page_size=PAGE_SIZE), 400 if filters.errors else 200
+                           page_size=PAGE_SIZE, count_cap=format_decimal(COUNT_CAP)), 400 if filters.errors else 200
 
 
 def _csv_cell(value) -> str:
@@ -302,4 +309,4 @@ def export_csv():
                              "Cache-Control": "no-store"})
 
 
-__all__ = ["bp", "LogFilter", "read_filters", "page_of", "csv_rows", "entry_view", "PAGE_SIZE"]
+__all__ = ["bp", "LogFilter", "read_filters", "page_of", "csv_rows", "entry_view", "PAGE_SIZE", "COUNT_CAP"]

@@ -87,6 +87,32 @@ def test_move_in_google_reschedules_through_the_plugin_keeping_the_length(make_r
     assert listed.start == at(4, 13, 10) and listed.end == at(4, 13, 40)
 
 
+def test_a_plain_move_in_google_is_not_written_back_to_google(make_runtime, kivicare, google, with_plugin):
+    """Issue 7, scenario d: the event already holds what KiviCare now says (same length, no time in the
+    text): the sidecar records it as written instead of patching it again."""
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=True)
+    appointment_id = book(runtime, kivicare, at(3, 9, 10))
+    runtime.bridge.sync_once()
+    move_in_google(google, connection, event_of(google, connection, appointment_id), at(4, 13, 10))
+    google.reset_requests()
+    runtime.bridge.sync_once()
+    assert AppointmentRow.get_by_id(appointment_id).start_utc == at(4, 13, 10)
+    assert writes(google) == []
+    runtime.bridge.sync_once()  # and nothing later either
+    assert writes(google) == []
+
+
+def test_a_move_is_written_back_when_the_text_names_the_time(make_runtime, kivicare, google, with_plugin):
+    runtime, connection = setup(make_runtime, google, kivicare, plugin=True,
+                                **{"sync.description_template": "At {{appointment_time}}"})
+    appointment_id = book(runtime, kivicare, at(3, 9, 10))
+    runtime.bridge.sync_once()
+    before = event_of(google, connection, appointment_id)["description"]
+    move_in_google(google, connection, event_of(google, connection, appointment_id), at(4, 13, 10))
+    runtime.bridge.sync_once()
+    assert event_of(google, connection, appointment_id)["description"] != before
+
+
 def test_move_without_the_plugin_is_a_conflict_for_the_admin(make_runtime, kivicare, google):
     runtime, connection = setup(make_runtime, google, kivicare, plugin=False)
     appointment_id = book(runtime, kivicare, at(3, 10, 10))

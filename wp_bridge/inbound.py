@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from sidecar.calendars.base import (CalendarAuthError, CalendarError, CalendarEvent, CalendarNotFound,
                                     CalendarRequestError, CalendarSyncTokenExpired)
+from sidecar.calendars.google import event_body
 from sidecar.storage import transaction
 from sidecar.storage.models import (Appointment as AppointmentRow, BusyBlock, Conflict, Connection, MeetMapping,
                                     SyncCursor, utcnow)
@@ -323,11 +324,30 @@ class Inbound:
         moved = replace(appointment, start=start, end=end)
         AppointmentRow.update(start_utc=start, end_utc=end, data=moved.to_dict(), last_seen_at=utcnow()).where(
             AppointmentRow.id == appointment.id).execute()
-        MeetMapping.update(etag=event.etag, google_updated=event.updated).where(MeetMapping.id == mapping.id).execute()
-        # KiviCare kept the duration: push its version (end time) back if the doctor stretched the event.
-        self.bridge._enqueue_push(appointment.id, connection.id)
+        settled = self._as_pushed(mapping, event, moved)
+        MeetMapping.update(etag=event.etag, google_updated=event.updated, **settled).where(
+            MeetMapping.id == mapping.id).execute()
+        if not settled:
+            # KiviCare kept the duration (the doctor stretched the event) or the text names the time: push its
+            # version back.
+            self.bridge._enqueue_push(appointment.id, connection.id)
         log_sync("reschedule", "ok", doctor_id=connection.doctor_id, appointment_id=appointment.id, direction=GOOGLE_TO_KIVICARE)
         report.rescheduled += 1
+
+    def _as_pushed(self, mapping: MeetMapping, event: CalendarEvent, moved: Appointment) -> dict:
+        """After a doctor's move was applied in KiviCare: when the event already holds everything the sidecar
+        would write for ``moved`` (same instants; no other field differs from what it last wrote, e.g. no
+        time in the text), the mapping's "last pushed" values to record instead of a push (issue 7: a move
+        cost a patch back). Else {} (a push is needed)."""
+        if event.start != moved.start or event.end != moved.end or not mapping.pushed_body:
+            return {}
+        spec = self.bridge.spec(moved, mapping)
+        body = {k: v for k, v in event_body(spec, self.bridge.site, create_conference=False, request_id="").items()
+                if k != "conferenceData"}
+        expected = {**mapping.pushed_body, "start": body["start"], "end": body["end"]}
+        if expected != body:
+            return {}
+        return {"pushed_hash": spec.fingerprint(), "pushed_body": body}
 
     def _apply_cancels(self, connection: Connection, cancels: list, report: PullReport) -> None:
         now = utcnow()

@@ -171,3 +171,22 @@ def test_pull_all_reads_several_doctors_at_once(make_runtime, kivicare, google):
         assert took < 0.5 * per_doctor * 2, (took, per_doctor)
     finally:
         google.latency = 0.0
+
+
+def test_polls_keep_their_rate_when_a_poll_takes_most_of_the_interval(make_runtime, kivicare, google):
+    """Issue 7, scenario c: a list answered in 0.7 s (a large site) still gets one poll per ``poll_seconds``:
+    the interval runs from each poll's start, not its end (which gave ~1 poll per 1.7 s)."""
+    runtime = make_runtime(**{"bridge.poll_seconds": 1})
+    connect(runtime, google, ANNA)
+    loop = BridgeLoop(runtime, workers=1)
+    loop.start()
+    try:
+        assert wait_for(lambda: _kivicare_lists(kivicare) >= 1)
+        kivicare.latency = 0.7
+        time.sleep(1.5)
+        before = _kivicare_lists(kivicare)
+        time.sleep(6.0)
+        assert _kivicare_lists(kivicare) - before >= 5  # ~6 at one per second; end-to-start gave ~3.5
+    finally:
+        kivicare.latency = 0.0
+        loop.stop()

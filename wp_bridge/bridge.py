@@ -353,26 +353,27 @@ class Bridge:
         near = PollWindow("near", start, near_end)
         return near, (PollWindow("far", near_end, horizon_end) if near_end < horizon_end else None)
 
-    def far_due(self) -> bool:
+    def far_due(self, slack: float = 0.0) -> bool:
         """True when the far window has not been listed since start, or ``bridge.far_poll_seconds`` ago or more
-        (by ``self.clock``; a clock that went backwards counts as due)."""
+        (by ``self.clock``; a clock that went backwards counts as due). ``slack`` (seconds): due that much
+        early, so a loop ticking every ``poll_seconds`` does not list it one whole tick late."""
         if self._far_listed_at is None:
             return True
         elapsed = (self.clock() - self._far_listed_at).total_seconds()
-        return elapsed < 0 or elapsed >= int(self.cfg.get("bridge.far_poll_seconds"))
+        return elapsed < 0 or elapsed + slack >= int(self.cfg.get("bridge.far_poll_seconds"))
 
-    def poll(self, scope: str = "all") -> PollReport:
+    def poll(self, scope: str = "all", *, slack: float = 0.0) -> PollReport:
         """One poll of KiviCare. Raises KiviCareError when KiviCare cannot be read (nothing is changed then).
 
         ``scope``: "all" (near and far windows: the default, for a start, a connect or a settings change),
-        "due" (the loop's timer: the near window, plus the far window when ``far_due()``), "near" or "far".
-        Windows listed together are read with one request. Raises ValueError for another scope.
+        "due" (the loop's timer: the near window, plus the far window when ``far_due(slack)``), "near" or
+        "far". Windows listed together are read with one request. Raises ValueError for another scope.
         """
         if scope not in POLL_SCOPES:
             raise ValueError(f"unknown poll scope {scope!r}; expected one of {', '.join(POLL_SCOPES)}")
         with self._poll_lock:
             near, far = self.poll_windows()
-            windows = {"all": (near, far), "due": (near, far if self.far_due() else None),
+            windows = {"all": (near, far), "due": (near, far if self.far_due(slack) else None),
                        "near": (near,), "far": (far,)}[scope]
             windows = tuple(w for w in windows if w is not None)
             began = self.clock()
@@ -648,9 +649,12 @@ class Bridge:
     def _enqueue_push(self, appointment_id: str, connection_id: int, run_after: datetime | None = None, *,
                       change: str | None = None, revive: bool = False) -> int:
         """1 when the push is due; 0 when it was given up and ``change`` (what it would write) is the same."""
-        return int(jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",
-                                {"appointment_id": appointment_id, "connection_id": connection_id},
-                                run_after=run_after, change=change, revive=revive))
+        due = int(jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",
+                               {"appointment_id": appointment_id, "connection_id": connection_id},
+                               run_after=run_after, change=change, revive=revive))
+        if due and run_after is None:
+            self.rt.work_available.set()  # workers start on it now, not when the poll that queued it ends
+        return due
 
     # ---- the desired event ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import schedule
 
@@ -30,9 +31,10 @@ class BridgeLoop:
         self.rt = runtime
         self.bridge = runtime.bridge
         self.workers = workers or int(runtime.cfg.get("bridge.workers"))
+        self.poll_seconds = int(runtime.cfg.get("bridge.poll_seconds"))
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.scheduler = schedule.Scheduler()  # KiviCare polls and the daily purge
+        self.scheduler = schedule.Scheduler()  # the daily purge (polls run on a fixed rate of their own)
         self.pull_scheduler = schedule.Scheduler()  # Google pulls, in their own thread
         self.started = threading.Event()  # the start checks passed: pulls may begin
         self.pull_requested = threading.Event()  # a requested poll pulls at once too
@@ -42,7 +44,6 @@ class BridgeLoop:
         """``poller`` False: job workers only (``python -m sidecar worker``; ``serve`` polls)."""
         if poller:
             every = int(self.rt.cfg.get("bridge.poll_seconds"))
-            self.scheduler.every(every).seconds.do(self.poll, "due")
             self.scheduler.every(1).days.do(self.purge)
             self.pull_scheduler.every(every).seconds.do(self.pull)
             self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
@@ -64,7 +65,8 @@ class BridgeLoop:
         """Poll KiviCare (``scope`` as ``Bridge.poll``); logs failures, never raises. Google is pulled by the
         puller thread, so a slow pull never delays the next KiviCare poll."""
         try:
-            report = self.bridge.poll(scope)
+            # A timed poll lists the far window at the tick nearest its interval, not one tick after it.
+            report = self.bridge.poll(scope, slack=self.poll_seconds / 2 if scope == "due" else 0.0)
             log.info("poll (%s): %d appointments listed, %d fetched, %d skipped, %d deleted, %d jobs queued",
                      "+".join(report.windows) or "nothing", report.listed, report.fetched, report.rejected,
                      report.deleted, report.enqueued)
@@ -119,14 +121,23 @@ class BridgeLoop:
         if not self._startup():
             return
         self.started.set()
+        # Polls start every poll_seconds on a fixed rate (from each poll's start, not its end: a poll listing a
+        # thousand rows takes a second or two, which must not stretch the interval).
+        next_poll = time.monotonic()
         self.poll("due")  # nothing listed since start: both windows
         self.purge()  # a process restarted more often than daily still purges
         while not self.stopping.is_set():
+            next_poll = max(next_poll + self.poll_seconds, time.monotonic() - self.poll_seconds)
             self.scheduler.run_pending()
-            if self.rt.poll_requested.wait(timeout=self._idle(self.scheduler)) and not self.stopping.is_set():
-                self.rt.poll_requested.clear()
-                self.poll()
-                self.pull_requested.set()
+            while not self.stopping.is_set() and time.monotonic() < next_poll:
+                wait = min(self._idle(self.scheduler), next_poll - time.monotonic())
+                if self.rt.poll_requested.wait(timeout=max(0.0, wait)) and not self.stopping.is_set():
+                    self.rt.poll_requested.clear()
+                    self.poll()
+                    self.pull_requested.set()
+                self.scheduler.run_pending()
+            if not self.stopping.is_set():
+                self.poll("due")
 
     def _puller(self) -> None:
         while not self.started.wait(timeout=1.0):

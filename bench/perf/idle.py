@@ -13,7 +13,7 @@ from .sandboxes import POLL_SECONDS, _google_requests, _kivicare_requests
 
 def run(env, args, say) -> dict:
     """Count every request over ``args.idle_cycles`` × the poll interval. Returns the figures."""
-    time.sleep(2 * POLL_SECONDS)
+    time.sleep(POLL_SECONDS)  # the initial sync's last pushes settle
     env.reset_requests()
     cycles = args.idle_cycles
     say(f"scenario c: idle for {cycles} cycles of {POLL_SECONDS} s ...")

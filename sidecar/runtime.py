@@ -96,7 +96,11 @@ class Runtime:
     # ---- Google --------------------------------------------------------------------------------
 
     def google_for(self, connection: Connection) -> GoogleCalendar:
-        """A Google client for ``connection``; refreshed access tokens are stored back encrypted."""
+        """A Google client for ``connection``; refreshed access tokens are stored back encrypted.
+
+        Cheap, so built per job: the Calendar service and the thread's connection pool are shared
+        (``sidecar.calendars.google._SharedApi``, ``_thread_http``). The tokens are read from ``connection``
+        each time and never cached, so a reconnect's new refresh token is used by the very next job."""
         creds = credentials_for(
             token=self.box.decrypt(connection.access_token) if connection.access_token else None,
             refresh_token=self.box.decrypt(connection.refresh_token) if connection.refresh_token else "",

@@ -44,7 +44,7 @@ from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailab
 from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
 from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment, DoctorService
 from .inbound import Inbound
-from .synclog import log_sync
+from .synclog import log_many, log_sync, sync_row
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ def _valid_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         return False
     return True
+
+
+NOT_FOUND = object()  # ``_job_connection``'s ``connection`` when the caller looked and found no row
 
 
 class RefuseToRun(RuntimeError):
@@ -163,6 +166,25 @@ class PlanContext:
             ctx.rejected.update(r.appointment_id for r in RejectedRow.select(RejectedRow.appointment_id).where(
                 RejectedRow.appointment_id.in_(chunk)))
         return ctx
+
+
+@dataclass
+class PushTally:
+    """What the finished pushes of one batch still have to write: the connection's counters (one UPDATE)
+    and their sync-log rows (one INSERT), written by ``flush`` before any job of the batch is failed and
+    at its end, so the connection's ``last_error`` and the log keep the order of events."""
+
+    connection_id: int
+    synced: int = 0
+    last_sync_at: datetime | None = None
+    logs: list[dict] = field(default_factory=list)
+
+    def flush(self) -> None:
+        if self.synced:
+            Connection.update(synced_count=Connection.synced_count + self.synced, last_sync_at=self.last_sync_at,
+                              last_error="").where(Connection.id == self.connection_id).execute()
+        log_many(self.logs)
+        self.synced, self.logs = 0, []
 
 
 class Bridge:
@@ -739,10 +761,16 @@ class Bridge:
         """``google.batch_size``: Google writes sent in one batch request, 1 … ``MAX_BATCH_CALLS`` (1000)."""
         return max(1, min(MAX_BATCH_CALLS, int(self.cfg.get("google.batch_size"))))
 
-    def _job_connection(self, job: Job) -> Connection | None:
+    def _job_connection(self, job: Job, connection: Connection | None | object = None) -> Connection | None:
         """The connection a ``push``/``conference`` job writes to, or None when the job was settled here:
-        completed (nothing to write) or put back without counting (reconnect or first-sync confirmation)."""
-        connection = Connection.get_or_none(Connection.id == (job.payload or {}).get("connection_id"))
+        completed (nothing to write) or put back without counting (reconnect or first-sync confirmation).
+
+        ``connection``: the row when the caller read it already (``run_push_batch``, once per batch); ``NOT_FOUND``
+        when it read none."""
+        if connection is NOT_FOUND:
+            connection = None
+        elif connection is None:
+            connection = Connection.get_or_none(Connection.id == (job.payload or {}).get("connection_id"))
         if connection is None or connection.state not in ("active", "needs_reconnect") \
                 or not connection.calendar_id:
             jobs.complete(job)  # disconnected, removed, or no calendar chosen: nothing to write
@@ -764,38 +792,54 @@ class Bridge:
         Each job is prepared as a single push is (``_prepare_push``: its reads, decisions and pending
         write, committed before anything is sent); the writes go in ``GoogleCalendar.upsert_many``; each
         job is then finished with its own answer (``_finish_push``) or its error handled as ``run_job``
-        handles it (``_job_failed``), so one item's failure never touches the others."""
+        handles it (``_job_failed``), so one item's failure never touches the others.
+
+        Read once for the whole batch: the connection row and its Google client. Written once for the
+        whole batch: the connection's counters and the sync log (``PushTally``) and the completed jobs
+        (``jobs.complete_many``); each mapping is still recorded with its pending write cleared in its own
+        transaction, so a crash mid-batch loses no answer Google gave (only counters and log rows)."""
+        connection_id = int((batch[0].payload or {}).get("connection_id") or 0)
+        row = Connection.get_or_none(Connection.id == connection_id)
+        google = None
         prepared: list[tuple[Job, PushCall]] = []
+        completed: list[Job] = []
         for job in batch:
-            connection = self._job_connection(job)
+            connection = self._job_connection(job, row if row is not None else NOT_FOUND)
             if connection is None:
                 continue
             appointment_id = str((job.payload or {}).get("appointment_id", ""))
             try:
-                call = self._prepare_push(appointment_id, connection)
+                google = google or self.rt.google_for(connection)
+                call = self._prepare_push(appointment_id, connection, google)
             except Exception as exc:  # handled as run_job would
                 self._job_failed(job, connection, appointment_id, exc)
+                row = Connection.get_or_none(Connection.id == connection_id)  # e.g. now waiting for a reconnect
                 continue
             if call is None:
-                jobs.complete(job)
+                completed.append(job)
             else:
                 prepared.append((job, call))
         if not prepared:
+            jobs.complete_many(completed)
             return
         try:
             answers = prepared[0][1].google.upsert_many([call.upsert for _, call in prepared])
         except Exception as exc:  # upsert_many answers per item; anything else is a bug, shared by every job
             log.exception("a batch of %d pushes failed unexpectedly", len(prepared))
             answers = [exc] * len(prepared)
+        tally = PushTally(connection_id)
         for (job, call), answer in zip(prepared, answers):
             try:
                 if isinstance(answer, BaseException):
                     raise answer
-                self._finish_push(call, answer)
+                self._finish_push(call, answer, tally)
             except Exception as exc:  # handled as run_job would
+                tally.flush()
                 self._job_failed(job, call.connection, call.appointment_id, exc)
             else:
-                jobs.complete(job)
+                completed.append(job)
+        tally.flush()
+        jobs.complete_many(completed)
 
     def run_job(self, job: Job) -> None:
         """Run one claimed job; decides retry, reconnect or give-up from the error's kind (``_job_failed``).
@@ -902,29 +946,40 @@ class Bridge:
                                          send_updates=u.send_updates, changes=u.changes, if_match=u.if_match)
         self._finish_push(call, state)
 
-    def _prepare_push(self, appointment_id: str, connection: Connection) -> PushCall | None:
+    def _prepare_push(self, appointment_id: str, connection: Connection,
+                      google: GoogleCalendar | None = None) -> PushCall | None:
         """Everything of a push before its Google write: reads, the decision, stale and unconfirmed
         cleanups (deletes, sent singly), and ``pending_writes.record`` committed before the write is sent.
-        Returns the write to make, or None when nothing is left to write. Raises our named errors."""
+        Returns the write to make, or None when nothing is left to write. Raises our named errors.
+
+        ``google``: the connection's client when the caller has one (a batch shares it). Reads once: the
+        appointment row, its mappings (this calendar's and stale ones) and its pending writes."""
         row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
         appointment = Appointment.from_dict(row.data) if row else None
         calendar_id = connection.calendar_id
-        mapping = MeetMapping.get_or_none((MeetMapping.appointment_id == appointment_id)
-                                          & (MeetMapping.calendar_id == calendar_id))
+        mapping, stale = None, []
+        # This calendar's mapping, and any event left in a calendar the doctor no longer uses (one query).
+        for found in MeetMapping.select().where(
+                (MeetMapping.appointment_id == appointment_id)
+                & ((MeetMapping.calendar_id == calendar_id)
+                   | ((MeetMapping.connection == connection.id) & (MeetMapping.state == "active")))):
+            if found.calendar_id == calendar_id:
+                mapping = found
+            else:
+                stale.append(found)
         decision = self.decide(appointment, connection, mapping, deleted=bool(row and not row.present))
-        # An event left in a calendar the doctor no longer uses, or owned by another connection.
-        stale = [m for m in MeetMapping.select().where((MeetMapping.appointment_id == appointment_id)
-                                                       & (MeetMapping.connection == connection.id)
-                                                       & (MeetMapping.state == "active")
-                                                       & (MeetMapping.calendar_id != calendar_id))]
-        google = None
         for old in stale:
             google = google or self.rt.google_for(connection)
             pending_writes.record(appointment_id, connection.id, old.calendar_id, old.event_id, "delete")
             google.delete_event(old.calendar_id, old.event_id)
             self._mark_deleted(old, connection, "moved-calendar")
+        # Read once, after the stale events went: below, only other calendars' rows are cleared, so this
+        # calendar's row (``current``) stays as read here.
+        pending_rows = pending_writes.of_appointment(appointment_id)
+        inserts = pending_writes.inserts_among(pending_rows, connection.id)
+        current = next((p for p in pending_rows if p.calendar_id == calendar_id), None)
         # Inserts whose answer never came, in a calendar the doctor no longer uses.
-        for pending in pending_writes.unconfirmed_inserts(appointment_id, connection.id):
+        for pending in inserts:
             if pending.calendar_id != calendar_id:
                 google = google or self.rt.google_for(connection)
                 self._remove_unconfirmed(pending, connection, google)
@@ -939,7 +994,7 @@ class Bridge:
             if mapping is None or mapping.state != "active":
                 # No event we know of, but an insert may have landed unseen (its answer was lost, or the
                 # process died before the commit): remove it by its id, or it stays in Google for good.
-                for pending in pending_writes.unconfirmed_inserts(appointment_id, connection.id):
+                for pending in inserts:
                     if pending.calendar_id == calendar_id:
                         google = google or self.rt.google_for(connection)
                         self._remove_unconfirmed(pending, connection, google)
@@ -948,7 +1003,8 @@ class Bridge:
                 pending_writes.clear(appointment_id, calendar_id)  # another connection's event: not ours to remove
                 return None
             google = google or self.rt.google_for(connection)
-            pending_writes.record(appointment_id, connection.id, mapping.calendar_id, mapping.event_id, "delete")
+            pending_writes.record(appointment_id, connection.id, mapping.calendar_id, mapping.event_id, "delete",
+                                  current=current)
             google.delete_event(mapping.calendar_id, mapping.event_id)
             self._mark_deleted(mapping, connection, "delete")
             return None
@@ -956,7 +1012,7 @@ class Bridge:
         # Nothing to do when Google confirmed this very version, unless a later write is still unconfirmed
         # (it may have landed: the event may hold another version, or be deleted).
         if mapping is not None and mapping.state == "active" and mapping.pushed_hash == spec.fingerprint() \
-                and pending_writes.find(appointment_id, calendar_id) is None:
+                and current is None:
             return None
         google = google or self.rt.google_for(connection)
         event_id = mapping.event_id if mapping else event_id_for(self.site, appointment_id, calendar_id)
@@ -980,16 +1036,19 @@ class Bridge:
         pushed_body = {k: v for k, v in body.items() if k != "conferenceData"}
         # Committed before the call: if the answer is lost or we die before the commit below, a pull still
         # knows this write as ours, and a later removal knows an event may exist (pending_writes).
-        pending_writes.record(appointment_id, connection.id, calendar_id, event_id, "write", pushed_body)
+        pending_writes.record(appointment_id, connection.id, calendar_id, event_id, "write", pushed_body,
+                              current=current)
         # If-Match: a doctor's edit in Google since our last write is never silently overwritten (412 →
         # pull first, then decide by direction and conflict rule).
         return PushCall(appointment_id, connection, spec, mapping, request_id, pushed_body, google,
                         Upsert(calendar_id, event_id, body, known, send_updates, changes,
                                mapping.etag if known and mapping.etag else None))
 
-    def _finish_push(self, call: PushCall, state: EventState) -> None:
-        """Record Google's answer to a prepared push: the mapping, pending write cleared and counters in one
-        transaction, the sync log, a conference re-check, the Meet link to KiviCare and the event."""
+    def _finish_push(self, call: PushCall, state: EventState, tally: PushTally | None = None) -> None:
+        """Record Google's answer to a prepared push: the mapping, pending write cleared, counters and sync-log
+        row in one transaction, then a conference re-check, the Meet link to KiviCare and the event.
+
+        ``tally`` (a batch): the counters and the log row are left to it, written once for the batch."""
         appointment_id, connection, spec, mapping = call.appointment_id, call.connection, call.spec, call.mapping
         calendar_id, event_id, request_id, pushed_body = (call.upsert.calendar_id, call.upsert.event_id,
                                                           call.request_id, call.pushed_body)
@@ -1006,9 +1065,13 @@ class Bridge:
              .on_conflict(conflict_target=[MeetMapping.appointment_id, MeetMapping.calendar_id],
                           update={getattr(MeetMapping, k): v for k, v in values.items()}).execute())
             pending_writes.clear(appointment_id, calendar_id)
-            Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now, last_error="").where(
-                Connection.id == connection.id).execute()
-        log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
+            if tally is None:  # the log row too: one commit, not two
+                Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now, last_error="").where(
+                    Connection.id == connection.id).execute()
+                log_sync(action, "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id)
+        if tally is not None:
+            tally.synced, tally.last_sync_at = tally.synced + 1, now
+            tally.logs.append(sync_row(action, "ok", doctor_id=connection.doctor_id, appointment_id=appointment_id))
         if spec.telemedicine and conference_status == "pending":
             jobs.enqueue("conference", f"conference:{appointment_id}:{connection.id}",
                          {"appointment_id": appointment_id, "connection_id": connection.id},

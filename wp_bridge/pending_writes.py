@@ -18,19 +18,43 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import peewee
+
 from sidecar.calendars.base import CalendarEvent
-from sidecar.storage import transaction
+from sidecar.storage import database, transaction
 from sidecar.storage.models import PendingWrite, utcnow
 
 #: Entries kept per (appointment, calendar): a burst of changes during an outage sends a few versions.
 KEEP = 10
+UNREAD = object()  # ``record``'s ``current`` when the caller did not read the row
 
 
 def record(appointment_id: str, connection_id: int, calendar_id: str, event_id: str, op: str,
-           body: dict | None = None) -> None:
-    """Commit, before the call, that ``op`` ("write" with the fields we own, or "delete") goes to Google."""
+           body: dict | None = None, *, current: PendingWrite | None | object = UNREAD) -> None:
+    """Commit, before the call, that ``op`` ("write" with the fields we own, or "delete") goes to Google.
+
+    ``current``: the row of (``appointment_id``, ``calendar_id``) the caller just read (None: there was
+    none), so the usual case is one statement. If a pull cleared that row meanwhile, or created one, the
+    statement finds so (no row updated, or the unique key refused the insert) and the row is read again.
+    Only the job holding the lease of this push writes ``sent``, so nobody else adds entries in between."""
     entry = {"op": op, "body": body} if op == "write" else {"op": op}
     now = utcnow()
+    if current is None:
+        values = dict(appointment_id=appointment_id, connection=connection_id, calendar_id=calendar_id,
+                      event_id=event_id, sent=[entry], started_at=now, updated_at=now)
+        try:
+            if database.obj.in_transaction():
+                with transaction():  # a savepoint, so a refusal leaves the caller's transaction usable
+                    PendingWrite.insert(values).execute()
+            else:
+                PendingWrite.insert(values).execute()  # one statement commits on its own
+            return
+        except peewee.IntegrityError:
+            pass  # created meanwhile: read it below
+    elif current is not UNREAD:
+        if PendingWrite.update(sent=_appended(current.sent, entry), event_id=event_id, connection=connection_id,
+                               updated_at=now).where(PendingWrite.id == current.id).execute():
+            return
     with transaction():
         row = PendingWrite.get_or_none((PendingWrite.appointment_id == appointment_id)
                                        & (PendingWrite.calendar_id == calendar_id))
@@ -38,11 +62,15 @@ def record(appointment_id: str, connection_id: int, calendar_id: str, event_id: 
             PendingWrite.create(appointment_id=appointment_id, connection=connection_id, calendar_id=calendar_id,
                                 event_id=event_id, sent=[entry], started_at=now, updated_at=now)
             return
-        sent = list(row.sent or [])
-        if not sent or sent[-1] != entry:  # a retry of the same version adds nothing
-            sent = (sent + [entry])[-KEEP:]
-        PendingWrite.update(sent=sent, event_id=event_id, connection=connection_id, updated_at=now).where(
-            PendingWrite.id == row.id).execute()
+        PendingWrite.update(sent=_appended(row.sent, entry), event_id=event_id, connection=connection_id,
+                            updated_at=now).where(PendingWrite.id == row.id).execute()
+
+
+def _appended(sent: list | None, entry: dict) -> list:
+    sent = list(sent or [])
+    if not sent or sent[-1] != entry:  # a retry of the same version adds nothing
+        sent = (sent + [entry])[-KEEP:]
+    return sent
 
 
 def clear(appointment_id: str, calendar_id: str) -> None:
@@ -57,13 +85,26 @@ def find(appointment_id: str, calendar_id: str) -> PendingWrite | None:
                                     & (PendingWrite.calendar_id == calendar_id))
 
 
+def of_appointment(appointment_id: str) -> list[PendingWrite]:
+    """Every pending row of ``appointment_id`` (one per calendar), in one query: a push reads them once and
+    filters with ``inserts_among`` and by calendar."""
+    return list(PendingWrite.select().where(PendingWrite.appointment_id == appointment_id))
+
+
+def inserts_among(rows: list[PendingWrite], connection_id: int | None = None) -> list[PendingWrite]:
+    """Of ``rows``, those (optionally of one connection) that sent a write: an event may exist in Google
+    that no mapping knows of."""
+    return [row for row in rows if (connection_id is None or row.connection_id == connection_id)
+            and any(e.get("op") == "write" for e in row.sent or [])]
+
+
 def unconfirmed_inserts(appointment_id: str, connection_id: int | None = None) -> list[PendingWrite]:
     """Pending rows of ``appointment_id`` (optionally of one connection) that sent a write: an event may
     exist in Google that no mapping knows of."""
     query = PendingWrite.select().where(PendingWrite.appointment_id == appointment_id)
     if connection_id is not None:
         query = query.where(PendingWrite.connection == connection_id)
-    return [row for row in query if any(e.get("op") == "write" for e in row.sent or [])]
+    return inserts_among(list(query))
 
 
 def echo(event: CalendarEvent, pending: PendingWrite | None) -> dict | None:

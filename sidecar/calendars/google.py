@@ -1,7 +1,11 @@
 """Google Calendar API v3 through the real google-api-python-client (../shared/google/NOTES.md).
 
-One parsed discovery document is shared by every service object (``build_from_document``);
-``api_endpoint`` comes from the settings so the sandbox and Google are the same code path.
+One parsed discovery document and one built service per ``api_endpoint`` serve the whole process
+(``_SharedApi``): building googleapiclient's resources (``service.events()`` makes every method and its
+docstring anew) cost ~11 ms a call. Each request is bound to its account's ``AuthorizedHttp`` before it is
+sent, over one ``httplib2.Http`` per thread (``_thread_http``: httplib2 is not thread-safe), which keeps its
+connections to Google open from one job to the next. ``api_endpoint`` comes from the settings so the
+sandbox and Google are the same code path.
 Writes follow the NOTES: deterministic base32hex event ids make a repeated insert answer 409,
 which becomes get + patch; ``conferenceDataVersion=1`` on every write; we PATCH only the fields
 we own, so a doctor's own reminders or colour survive. ``upsert_many`` sends several writes in Google
@@ -57,6 +61,54 @@ def _discovery_doc() -> dict:
         if _doc is None:
             _doc = json.loads(discovery_cache.get_static_doc("calendar", "v3"))
         return _doc
+
+
+class _Unbound:
+    """The http of the shared service: never used, because every request is bound to an account's http first."""
+
+    def request(self, *args, **kwargs):
+        raise RuntimeError("a Calendar request was sent without an account's http (GoogleCalendar._bind)")
+
+
+class _SharedApi:
+    """The Calendar v3 resources for one ``api_endpoint``, built once per process (``_shared_api``).
+
+    Thread-safe: making a request only reads the resource; the request is then bound to the calling
+    account's http (``GoogleCalendar._bind``), so no account's credentials live here."""
+
+    def __init__(self, api_endpoint: str):
+        service = build_from_document(_discovery_doc(), http=_Unbound(), client_options={"api_endpoint": api_endpoint})
+        self.events = service.events()
+        self.calendar_list = service.calendarList()
+        self.calendars = service.calendars()
+        self.freebusy = service.freebusy()
+        self.channels = service.channels()
+
+
+_apis_lock = threading.Lock()
+_apis: dict[str, _SharedApi] = {}
+_thread = threading.local()
+
+
+def _shared_api(api_endpoint: str) -> _SharedApi:
+    """The process's ``_SharedApi`` for ``api_endpoint`` (built on first use)."""
+    with _apis_lock:
+        api = _apis.get(api_endpoint)
+        if api is None:
+            api = _apis[api_endpoint] = _SharedApi(api_endpoint)
+        return api
+
+
+def _thread_http(timeout: float) -> httplib2.Http:
+    """This thread's ``httplib2.Http`` for ``timeout`` (seconds): its connection pool, shared by every account
+    the thread works for (the Authorization header is added per request by ``AuthorizedHttp``)."""
+    pool = getattr(_thread, "http", None)
+    if pool is None:
+        pool = _thread.http = {}
+    http = pool.get(timeout)
+    if http is None:
+        http = pool[timeout] = httplib2.Http(timeout=timeout)
+    return http
 
 
 def event_id_for(site: str, appointment_id: str, calendar_id: str) -> str:
@@ -285,11 +337,30 @@ class GoogleCalendar:
         self.bucket = bucket  # a ratelimit.TokenBucket shared by every client of the same account
         self.retries = retries
         self._token_seen = credentials.token
-        http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
-        self._http = http
+        self.timeout = timeout
+        self.api_endpoint = api_endpoint
         self.batch_uri = batch_uri_for(api_endpoint)
-        self.service = build_from_document(_discovery_doc(), http=http,
-                                           client_options={"api_endpoint": api_endpoint})
+        self._api = _shared_api(api_endpoint)
+        self._service = None
+
+    @property
+    def _http(self) -> google_auth_httplib2.AuthorizedHttp:
+        """This account's credentials over the calling thread's connection pool (a cheap wrapper)."""
+        return google_auth_httplib2.AuthorizedHttp(self.credentials, http=_thread_http(self.timeout))
+
+    def _bind(self, request):
+        """``request`` (made from the shared resources) sent with this account's http on this thread."""
+        request.http = self._http
+        return request
+
+    @property
+    def service(self):
+        """A googleapiclient service of this account's own, for reads outside this class (tests, tools),
+        built on first use over the calling thread's connections. The methods here use the shared one."""
+        if self._service is None:
+            self._service = build_from_document(_discovery_doc(), http=self._http,
+                                                client_options={"api_endpoint": self.api_endpoint})
+        return self._service
 
     def _execute(self, request, what: str, *, sync_token: bool = False) -> dict:
         """Run one request: wait for the account's token bucket, retry brief outages and rate limits a few
@@ -302,7 +373,7 @@ class GoogleCalendar:
             if self.bucket is not None:
                 self.bucket.acquire()
             try:
-                return request.execute(num_retries=0)
+                return self._bind(request).execute(num_retries=0)
             except HttpError as exc:
                 if sync_token and exc.resp.status == 410:
                     raise CalendarSyncTokenExpired(f"{what}: sync token expired ({_reason(exc)})") from exc
@@ -328,7 +399,7 @@ class GoogleCalendar:
         events to; "freeBusyReader": every calendar, including those seen only as free/busy."""
         out, token = [], None
         while True:
-            page = self._execute(self.service.calendarList().list(minAccessRole=min_access_role, pageToken=token),
+            page = self._execute(self._api.calendar_list.list(minAccessRole=min_access_role, pageToken=token),
                                  "calendarList.list")
             for item in page.get("items", []):
                 out.append(CalendarInfo(id=item["id"], name=item.get("summaryOverride") or item.get("summary", ""),
@@ -340,18 +411,18 @@ class GoogleCalendar:
 
     def account_email(self) -> str:
         """The account's address: the id of its primary calendar (``calendars.get('primary')``)."""
-        return self._execute(self.service.calendars().get(calendarId="primary"), "calendars.get")["id"]
+        return self._execute(self._api.calendars.get(calendarId="primary"), "calendars.get")["id"]
 
     # ---- events --------------------------------------------------------------------------------
 
     def read_event(self, calendar_id: str, event_id: str, zone: str = "UTC") -> CalendarEvent:
         """``events.get`` parsed as a CalendarEvent (cancelled events included); raises CalendarNotFound."""
-        return parse_event(self._execute(self.service.events().get(calendarId=calendar_id, eventId=event_id),
+        return parse_event(self._execute(self._api.events.get(calendarId=calendar_id, eventId=event_id),
                                          "events.get"), zone)
 
     def get_event(self, calendar_id: str, event_id: str) -> EventState:
         """``events.get``; raises CalendarNotFound."""
-        return _state(self._execute(self.service.events().get(calendarId=calendar_id, eventId=event_id),
+        return _state(self._execute(self._api.events.get(calendarId=calendar_id, eventId=event_id),
                                     "events.get"))
 
     def upsert_event(self, calendar_id: str, event_id: str, body: dict, *, known: bool,
@@ -384,12 +455,12 @@ class GoogleCalendar:
                                     "events.patch"))
 
     def _insert_request(self, calendar_id: str, event_id: str, body: dict, send_updates: str):
-        return self.service.events().insert(calendarId=calendar_id, body={**body, "id": event_id},
+        return self._api.events.insert(calendarId=calendar_id, body={**body, "id": event_id},
                                             conferenceDataVersion=1, sendUpdates=send_updates)
 
     def _patch_request(self, calendar_id: str, event_id: str, body: dict, send_updates: str,
                        if_match: str | None = None):
-        patch = self.service.events().patch(calendarId=calendar_id, eventId=event_id, body=body,
+        patch = self._api.events.patch(calendarId=calendar_id, eventId=event_id, body=body,
                                             conferenceDataVersion=1, sendUpdates=send_updates)
         if if_match:
             patch.headers["If-Match"] = if_match  # not a method parameter (NOTES 2.2)
@@ -430,6 +501,7 @@ class GoogleCalendar:
         def send() -> None:
             nonlocal todo
             answers: dict[int, tuple] = {}
+            http = self._http
             batch = BatchHttpRequest(callback=lambda rid, resp, exc: answers.__setitem__(int(rid), (resp, exc)),
                                      batch_uri=self.batch_uri)
             for i in todo:
@@ -442,9 +514,10 @@ class GoogleCalendar:
                     request = self._insert_request(item.calendar_id, item.event_id, item.body, item.send_updates)
                 if self.bucket is not None:
                     self.bucket.acquire()
+                request.http = http  # each call carries the account's Authorization header, as before
                 batch.add(request, request_id=str(i))
             try:
-                batch.execute(http=self._http)
+                batch.execute(http=http)
             except Exception as exc:  # the batch HTTP request failed as a whole: every call shares its error
                 error = translate(exc, "batch")
                 for i in todo:
@@ -515,7 +588,7 @@ class GoogleCalendar:
                     params["timeMax"] = time_max.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
             # The same retries as every other call (soak finding: a fifth of pulls failed under faults);
             # only the page that failed is asked again, with the same pageToken.
-            page = self._execute(self.service.events().list(calendarId=calendar_id, pageToken=page_token, **params),
+            page = self._execute(self._api.events.list(calendarId=calendar_id, pageToken=page_token, **params),
                                  "events.list", sync_token=bool(sync_token))
             zone = page.get("timeZone") or zone
             events.extend(parse_event(item, zone) for item in page.get("items", []) if isinstance(item, dict))
@@ -527,7 +600,7 @@ class GoogleCalendar:
         """``events.list(privateExtendedProperty=kcSite=<site>)``, every page: this site's events in a window."""
         out, token = [], None
         while True:
-            page = self._execute(self.service.events().list(
+            page = self._execute(self._api.events.list(
                 calendarId=calendar_id, privateExtendedProperty=f"kcSite={site}", pageToken=token, maxResults=250,
                 singleEvents=True, timeMin=time_min.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
                 timeMax=time_max.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")), "events.list")
@@ -550,7 +623,7 @@ class GoogleCalendar:
                 body = {"timeMin": cursor.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
                         "timeMax": stop.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
                         "items": [{"id": c} for c in group]}
-                answer = self._execute(self.service.freebusy().query(body=body), "freebusy.query")
+                answer = self._execute(self._api.freebusy.query(body=body), "freebusy.query")
                 for calendar_id, data in (answer.get("calendars") or {}).items():
                     if data.get("errors"):
                         continue
@@ -569,7 +642,7 @@ class GoogleCalendar:
         Google may shorten the expiry; there is no renewal, only a new channel (NOTES.md "Push")."""
         body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
                 "params": {"ttl": str(int(ttl_seconds))}}
-        answer = self._execute(self.service.events().watch(calendarId=calendar_id, body=body), "events.watch")
+        answer = self._execute(self._api.events.watch(calendarId=calendar_id, body=body), "events.watch")
         expiration = answer.get("expiration")
         when = datetime.fromtimestamp(int(expiration) / 1000, timezone.utc) if expiration else None
         return str(answer.get("resourceId", "")), when
@@ -577,7 +650,7 @@ class GoogleCalendar:
     def stop_channel(self, channel_id: str, resource_id: str) -> None:
         """``channels.stop``; a channel already gone counts as stopped."""
         try:
-            self._execute(self.service.channels().stop(body={"id": channel_id, "resourceId": resource_id}),
+            self._execute(self._api.channels.stop(body={"id": channel_id, "resourceId": resource_id}),
                           "channels.stop")
         except CalendarNotFound:
             pass
@@ -585,7 +658,7 @@ class GoogleCalendar:
     def delete_event(self, calendar_id: str, event_id: str, send_updates: str = "none") -> None:
         """``events.delete``; an event already gone (404/410) counts as deleted."""
         try:
-            self._execute(self.service.events().delete(calendarId=calendar_id, eventId=event_id,
+            self._execute(self._api.events.delete(calendarId=calendar_id, eventId=event_id,
                                                        sendUpdates=send_updates), "events.delete")
         except CalendarNotFound:
             pass

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -48,6 +49,7 @@ from .synclog import log_many, log_sync, sync_row
 
 log = logging.getLogger(__name__)
 
+PLAN_CHUNK = 200  # listed rows written and planned per transaction
 MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up and shown to the admin
 OUTAGE_BACKOFF_CAP = 60.0  # seconds: the longest wait between two tries during an outage
 CONFERENCE_RECHECK = timedelta(seconds=3)
@@ -439,6 +441,7 @@ class Bridge:
         seen: set[str] = set()
         mappings_fresh = False
         context = PlanContext.load([listed.id for listed in page.appointments])
+        todo: list[tuple[Appointment, AppointmentRow | None, bool]] = []  # (appointment, stored row, unchanged)
         for listed in page.appointments:
             seen.add(listed.id)
             if listed.clinic_address:
@@ -471,13 +474,22 @@ class Bridge:
                         continue
                     report.fetched += 1
                 appointment = self._with_services(listed, mapping_ids)
-            if listed.id in context.rejected:
-                RejectedRow.delete().where(RejectedRow.appointment_id == listed.id).execute()
-            # An unchanged row is not written again (an idle poll writes nothing); a row stored in a newer
-            # state meanwhile is left as it is, and not planned from this older list.
-            if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
-                continue
-            report.enqueued += self._plan(appointment, connections, context=context)
+            todo.append((appointment, cached, unchanged))
+        # Written in chunks of PLAN_CHUNK rows, one transaction each when any row changed: one commit per chunk
+        # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite).
+        for n in range(0, len(todo), PLAN_CHUNK):
+            chunk = todo[n:n + PLAN_CHUNK]
+            with (transaction() if not all(unchanged for _a, _c, unchanged in chunk) else nullcontext()):
+                for appointment, cached, unchanged in chunk:
+                    if appointment.id in context.rejected:
+                        RejectedRow.delete().where(RejectedRow.appointment_id == appointment.id).execute()
+                    # An unchanged row is not written again (an idle poll writes nothing); a row stored in a
+                    # newer state meanwhile is left as it is, and not planned from this older list.
+                    if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
+                        continue
+                    report.enqueued += self._plan(appointment, connections, context=context)
+            if report.enqueued:
+                self.rt.work_available.set()  # the chunk's jobs are committed now: workers may take them
         # Deletions KiviCare confirmed earlier whose events are still there (the process stopped before the
         # deletion was queued): planned again, so nothing decided only in memory is lost.
         leftovers = list(AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))

@@ -77,6 +77,9 @@ def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | No
         stored = (job.payload or {}).get(CHANGE)
         if job.state == "failed" and not revive and change is not None and change == stored:
             return False  # given up, and what it would write is the same: trying again would fail again
+        if job.state == "pending" and change is not None and change == stored and job.run_after <= due \
+                and (payload is None or payload == {k: v for k, v in (job.payload or {}).items() if k != CHANGE}):
+            return True  # already waiting to write this very version (a poll during a long first sync): no write
         fields = {Job.generation: Job.generation + 1, Job.updated_at: now,
                   Job.payload: _with_change(payload or job.payload or {}, change if change is not None else stored)}
         if job.state in ("done", "failed"):

@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-seconds", type=float, default=4.0)
     parser.add_argument("--timeout", type=float, default=900.0, help="give scenario a up after this many seconds")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="scenarios to leave out")
+    parser.add_argument("--full-a", action="store_true",
+                        help="also scenario a at the issue's size (10,000 appointments, 50 doctors; ~2 more minutes)")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
     parser.add_argument("--baseline-timeout", type=float, default=60.0,
                         help="stop the baseline's initial sync after this many seconds (make bench's budget)")
@@ -114,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             c = idle.run(env, args, say) if "c" in run else None
             b = churn.run(env, args, say) if "b" in run else None
             d = inbound.run(env, args, say) if "d" in run else None
+    a_full = None
+    if args.full_a and not args.full:
+        with Environment(doctors=50, appointments=10_000, say=say) as big:
+            say("scenario a at the issue's size: connecting 50 doctors ...")
+            big.connect_doctors()
+            a_full = initial_sync.run(big, args, say)
     if "baseline" in run:
         with Environment(doctors=args.doctors, appointments=args.appointments, say=say) as fresh:
             base = baseline.run(fresh, args, say)
@@ -126,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     if a and "a" in run:
         sections.append((with_baseline(initial_sync.rows(a), cells), ""))
+    if a_full:
+        sections.append((initial_sync.rows(a_full), ""))
     if c:
         sections.append((with_baseline(idle.rows(c), cells), idle.notes(c)))
     if b:

@@ -112,8 +112,9 @@ def test_doctor_timezone_differs_from_site_and_dst_boundary(make_runtime, kivica
         assert instant(event["start"]["dateTime"]).astimezone(ZoneInfo("America/New_York")).hour == 10
 
 
-def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(make_runtime, kivicare, google):
-    runtime = make_runtime(**MEET)
+def synced_online_appointment(make_runtime, kivicare, google, **settings):
+    """Anna connected, one telemedicine appointment booked and synced: ``(anna, its mapping, its event)``."""
+    runtime = make_runtime(**MEET, **settings)
     anna = connect(runtime, google, ANNA)
     runtime.bridge.startup()
     appointment_id = kivicare.create_appointment(
@@ -121,9 +122,13 @@ def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(make_runtime,
         service_mapping_ids=[mapping_id(runtime, ANNA, ONLINE_FOLLOW_UP)])
     runtime.bridge.sync_once()
     mapping = MeetMapping.get(MeetMapping.appointment_id == appointment_id)
+    return anna, mapping, our_events(google, anna.calendar_id, appointment_id)[0]
+
+
+def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(make_runtime, kivicare, google):
+    anna, mapping, event = synced_online_appointment(make_runtime, kivicare, google)
     assert mapping.conference_status == "success"
     assert mapping.hangout_link.startswith("https://meet.google.com/")
-    event = our_events(google, anna.calendar_id, appointment_id)[0]
     assert event["hangoutLink"] == mapping.hangout_link
     # By default the link lives in conferenceData only (Google's Join button): one write for the event.
     assert mapping.hangout_link not in event.get("description", "") and event.get("location") != mapping.hangout_link
@@ -136,28 +141,15 @@ def test_telemedicine_gets_a_meet_link_stored_in_the_mapping_table(make_runtime,
 
 
 def test_meet_link_in_text_writes_it_into_location_and_description(make_runtime, kivicare, google):
-    runtime = make_runtime(**MEET, **{"sync.meet_link_in_text": True})
-    anna = connect(runtime, google, ANNA)
-    runtime.bridge.startup()
-    appointment_id = kivicare.create_appointment(
-        doctor_id=ANNA, patient_id=6, start_utc=at(3, 9, 10),
-        service_mapping_ids=[mapping_id(runtime, ANNA, ONLINE_FOLLOW_UP)])
-    runtime.bridge.sync_once()
-    mapping = MeetMapping.get(MeetMapping.appointment_id == appointment_id)
-    event = our_events(google, anna.calendar_id, appointment_id)[0]
+    _anna, mapping, event = synced_online_appointment(make_runtime, kivicare, google,
+                                                      **{"sync.meet_link_in_text": True})
     assert mapping.hangout_link in event["description"] and event["location"] == mapping.hangout_link
 
 
 def test_a_template_using_the_meet_link_gets_it_without_the_setting(make_runtime, kivicare, google):
-    runtime = make_runtime(**MEET, **{"sync.description_template": "Video call: {{ meet_link }}"})
-    anna = connect(runtime, google, ANNA)
-    runtime.bridge.startup()
-    appointment_id = kivicare.create_appointment(
-        doctor_id=ANNA, patient_id=6, start_utc=at(3, 9, 10),
-        service_mapping_ids=[mapping_id(runtime, ANNA, ONLINE_FOLLOW_UP)])
-    runtime.bridge.sync_once()
-    mapping = MeetMapping.get(MeetMapping.appointment_id == appointment_id)
-    assert f"Video call: {mapping.hangout_link}" in our_events(google, anna.calendar_id, appointment_id)[0]["description"]
+    _anna, mapping, event = synced_online_appointment(
+        make_runtime, kivicare, google, **{"sync.description_template": "Video call: {{ meet_link }}"})
+    assert f"Video call: {mapping.hangout_link}" in event["description"]
 
 
 def test_telemedicine_dropped_removes_the_conference(make_runtime, kivicare, google):

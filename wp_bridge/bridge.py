@@ -476,7 +476,9 @@ class Bridge:
                 appointment = self._with_services(listed, mapping_ids)
             todo.append((appointment, cached, unchanged))
         # Written in chunks of PLAN_CHUNK rows, one transaction each when any row changed: one commit per chunk
-        # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite).
+        # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite). Changed rows
+        # first: their jobs are committed and the workers woken before the unchanged rows are checked.
+        todo.sort(key=lambda item: item[2])
         for n in range(0, len(todo), PLAN_CHUNK):
             chunk = todo[n:n + PLAN_CHUNK]
             with (transaction() if not all(unchanged for _a, _c, unchanged in chunk) else nullcontext()):

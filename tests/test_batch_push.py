@@ -56,6 +56,19 @@ def claim_order(connection_id: int) -> list[str]:
     return [job.payload["appointment_id"] for job in due]
 
 
+def queued(make_runtime, kivicare, google, count: int):
+    """Anna connected and synced (her seeded appointments first, so the next batch holds only ours), then
+    ``count`` appointments booked on day 9 and polled: their pushes queued, batches of 10.
+    Returns ``(runtime, anna, appointment ids)``."""
+    runtime = make_runtime(**{"google.batch_size": 10})
+    anna = connect(runtime, google, ANNA)
+    runtime.bridge.startup()
+    runtime.bridge.sync_once()
+    created = book(runtime, kivicare, count, day=9)
+    runtime.bridge.poll()
+    return runtime, anna, created
+
+
 def test_thirty_appointments_sync_in_batches_with_meet(make_runtime, kivicare, google):
     google.conference_pending_reads = 0  # Meet ready in the insert answer (issue 7, scenario a)
     runtime = make_runtime(**MEET, **{"google.batch_size": 10})
@@ -99,12 +112,7 @@ def test_default_batch_size_sends_thirty_inserts_in_one_request(runtime, kivicar
 
 
 def test_an_existing_event_and_a_refused_call_are_handled_per_job(make_runtime, kivicare, google):
-    runtime = make_runtime(**{"google.batch_size": 10})
-    anna = connect(runtime, google, ANNA)
-    runtime.bridge.startup()
-    runtime.bridge.sync_once()  # Anna's seeded appointments first, so the next batch holds only ours
-    created = book(runtime, kivicare, 6, day=9)
-    runtime.bridge.poll()
+    runtime, anna, created = queued(make_runtime, kivicare, google, 6)
     order = claim_order(anna.id)
     assert sorted(order) == sorted(created)
     # An earlier try already created the event of the second call (its answer never reached us): 409.
@@ -134,12 +142,7 @@ def test_an_existing_event_and_a_refused_call_are_handled_per_job(make_runtime, 
 
 
 def test_a_rate_limited_call_is_retried_later_and_not_counted(make_runtime, kivicare, google):
-    runtime = make_runtime(**{"google.batch_size": 10})
-    anna = connect(runtime, google, ANNA)
-    runtime.bridge.startup()
-    runtime.bridge.sync_once()
-    created = book(runtime, kivicare, 5, day=9)
-    runtime.bridge.poll()
+    runtime, anna, created = queued(make_runtime, kivicare, google, 5)
     first = claim_order(anna.id)[0]
     google.reset_requests()
     # Every call is refused in the batch and in its first resend; in the last of the client's three
@@ -162,12 +165,7 @@ def test_a_rate_limited_call_is_retried_later_and_not_counted(make_runtime, kivi
 
 
 def test_lost_batch_answers_leave_pending_writes_the_next_run_resolves(make_runtime, kivicare, google):
-    runtime = make_runtime(**{"google.batch_size": 10})
-    anna = connect(runtime, google, ANNA)
-    runtime.bridge.startup()
-    runtime.bridge.sync_once()
-    created = book(runtime, kivicare, 6, day=9)
-    runtime.bridge.poll()
+    runtime, anna, created = queued(make_runtime, kivicare, google, 6)
     # Every try of the batch is carried out and its answer lost (httplib2 resends once: 2 per try, 3 tries).
     google.lose_answers(6, "POST")
     runtime.bridge.run_due_jobs()
@@ -224,12 +222,7 @@ def test_batch_size_one_sends_each_write_on_its_own(make_runtime, kivicare, goog
 
 
 def test_only_the_calls_that_met_an_outage_are_sent_again(make_runtime, kivicare, google):
-    runtime = make_runtime(**{"google.batch_size": 10})
-    anna = connect(runtime, google, ANNA)
-    runtime.bridge.startup()
-    runtime.bridge.sync_once()
-    created = book(runtime, kivicare, 5, day=9)
-    runtime.bridge.poll()
+    runtime, anna, created = queued(make_runtime, kivicare, google, 5)
     google.reset_requests()
     google.fail_next(1, 503, "backendError")
     runtime.bridge.run_due_jobs()

@@ -50,6 +50,7 @@ from .synclog import log_many, log_sync, sync_row
 log = logging.getLogger(__name__)
 
 PLAN_CHUNK = 200  # listed rows written and planned per transaction
+CONFIRM_CONCURRENCY = 4  # rows missing from a list confirmed with GET /appointments/{id} at once
 MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up and shown to the admin
 OUTAGE_BACKOFF_CAP = 60.0  # seconds: the longest wait between two tries during an outage
 CONFERENCE_RECHECK = timedelta(seconds=3)
@@ -513,14 +514,25 @@ class Bridge:
         missing = [row for n in range(0, len(missing_ids), PlanContext.CHUNK) for row in AppointmentRow.select().where(
             AppointmentRow.id.in_(missing_ids[n:n + PlanContext.CHUNK]))]
         doctor_exists: dict[int, bool] = {}
-        for row in missing:
-            if row.id in seen or row.id in rejected_ids:
-                continue
-            report.missing_checked += 1
+
+        def confirm(row: AppointmentRow) -> tuple[datetime, Appointment | None, Exception | None]:
+            """``GET /appointments/{id}`` for one missing row: (when asked, the detail or None, 404/bad)."""
             asked_at = utcnow()
             try:
-                detail = client.get_appointment(row.id)
-            except KiviCareNotFound:
+                return asked_at, client.get_appointment(row.id), None
+            except (KiviCareNotFound, BadAppointment) as exc:
+                return asked_at, None, exc
+            finally:
+                close_database()  # a pool thread (an encrypted answer notes a state): its connection must not leak
+
+        # A few at once (a deletion waits for the poll's end, where the mass-delete guard looks). Another
+        # KiviCare error fails the whole poll before any row is acted on, as a failed list does.
+        with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(missing))),
+                                thread_name_prefix="confirm") as pool:
+            answers = list(pool.map(confirm, missing))
+        for row, (asked_at, detail, problem) in zip(missing, answers):
+            report.missing_checked += 1
+            if isinstance(problem, KiviCareNotFound):
                 if row.doctor_id not in doctor_exists:
                     # Deleting a doctor deletes their appointments without hooks: check the doctor first,
                     # so a removed doctor's events are left for the admin, not deleted one by one.
@@ -534,8 +546,8 @@ class Bridge:
                 log_sync("deleted-in-kivicare", "ok", doctor_id=row.doctor_id, appointment_id=row.id)
                 report.enqueued += self._plan_deleted(row, connections)
                 continue
-            except BadAppointment as exc:
-                self._reject(row.id, "", exc.problem)
+            if isinstance(problem, BadAppointment):
+                self._reject(row.id, "", problem.problem)
                 continue
             # Still there (moved out of the window, or hidden from the list: e.g. an anonymised patient).
             cached = Appointment.from_dict(row.data)

@@ -82,6 +82,13 @@ def sign_in(client, username: str = ADMIN, password: str = PASSWORD):
     return client.post("/login", data={"csrf_token": csrf(page.text), "username": username, "password": password})
 
 
+def admin(app):
+    """A test client of ``app`` signed in as the admin (who must exist already)."""
+    client = app.test_client()
+    sign_in(client)
+    return client
+
+
 @pytest.fixture
 def admin_client(app):
     """A test client signed in as the admin."""

@@ -13,7 +13,7 @@ from tests.conftest import ANNA, EMAILS, MARC, connect
 from tests.test_sync_engine import GENERAL, at, mapping_id, our_events
 from wp_bridge import preview
 
-from .conftest import ADMIN, PASSWORD, csrf, sign_in, text_of
+from .conftest import ADMIN, PASSWORD, admin, csrf, text_of
 from .test_sso import ROLES, SECRET, signed_in
 
 LEGEND = "Calendars that block booking time"
@@ -31,12 +31,6 @@ def site(make_runtime, kivicare, google):
     create_admin(runtime, ADMIN, PASSWORD)
     app.rt, app.connection = runtime, connection
     return app
-
-
-def admin(app):
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def checked_busy(html: str) -> set[str]:

@@ -15,7 +15,7 @@ from sidecar.web import create_admin, create_app
 from tests.conftest import ANNA, MARC, connect
 from tests.test_sync_engine import GENERAL, at, instant, mapping_id, our_events
 
-from .conftest import ADMIN, PASSWORD, count_queries, csrf, sign_in, text_of
+from .conftest import ADMIN, PASSWORD, admin, count_queries, csrf, sign_in, text_of
 from .test_sso import ROLES, SECRET, signed_in
 
 MOVE = "Changed in KiviCare and in Google since the last sync."
@@ -56,12 +56,6 @@ def seeded(rt):
     app = create_app(rt)
     app.rows = rows
     return app
-
-
-def admin(app):
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def article(html: str, conflict_id: int) -> str:

@@ -13,7 +13,7 @@ from sidecar.web import create_admin, create_app
 from tests.conftest import ANNA, MARC, connect
 from tests.test_sync_engine import GENERAL, at, mapping_id, our_events
 
-from .conftest import ADMIN, PASSWORD, csrf, sign_in, text_of
+from .conftest import ADMIN, PASSWORD, admin, csrf, text_of
 from .test_sso import ROLES, SECRET, signed_in
 
 
@@ -32,12 +32,6 @@ def site(make_runtime, kivicare, google):
     create_admin(runtime, ADMIN, PASSWORD)
     app.rt, app.connections = runtime, connections
     return app
-
-
-def admin(app):
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def confirm_form(client, action: str) -> tuple[str, dict]:

@@ -18,7 +18,7 @@ from sidecar.storage.models import Doctor, SyncLog, utcnow
 from sidecar.web import create_admin, create_app
 from tests.conftest import ANNA, MARC
 
-from .conftest import ADMIN, PASSWORD, count_queries, sign_in, text_of
+from .conftest import ADMIN, PASSWORD, admin, count_queries, text_of
 from .test_sso import SECRET, signed_in
 
 PARIS = "Europe/Paris"
@@ -49,12 +49,6 @@ def logged(rt):
     app = create_app(rt)
     app.rows = rows
     return app
-
-
-def admin(app):
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def listed(html: str) -> list[str]:

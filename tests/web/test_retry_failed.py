@@ -11,7 +11,7 @@ from tests.conftest import ANNA, MARC, connect
 from tests.test_reliability_limits import give_up_a_push
 from tests.test_sync_engine import GENERAL, at, mapping_id, our_events
 
-from .conftest import ADMIN, PASSWORD, csrf, sign_in, text_of
+from .conftest import ADMIN, PASSWORD, admin, csrf, text_of
 from .test_sso import ROLES, SECRET, signed_in
 
 RETRY = "Retry the given-up changes now"
@@ -34,12 +34,6 @@ def site(make_runtime, kivicare, google):
     create_admin(runtime, ADMIN, PASSWORD)
     app.rt, app.connection, app.job, app.appointment_id = runtime, connection, job, appointment_id
     return app
-
-
-def admin(app):
-    client = app.test_client()
-    sign_in(client)
-    return client
 
 
 def retry(client, page_html=None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 
 class DropConnection(ConnectionResetError):
@@ -35,3 +36,30 @@ def read_body(environ: dict) -> None:
         if not chunk:
             break
         length -= len(chunk)
+
+
+def connection_fault(kind: str, hold: float, wsgi_app, environ: dict, start_response):
+    """Carry out one connection-level fault around ``wsgi_app`` (both sandboxes' middleware):
+
+    ``timeout`` holds the request ``hold`` seconds, then answers (long after the client gave up); ``hang``
+    reads the body and holds it, then drops the connection; ``reset_after`` lets the app carry the request out,
+    then drops the connection before the answer; ``reset`` (anything else) drops it at once. Returns the
+    app's answer for ``timeout``; otherwise raises DropConnection.
+    """
+    if kind in ("timeout", "hang"):
+        if kind == "hang":
+            read_body(environ)
+        time.sleep(hold)
+        if kind == "timeout":
+            return wsgi_app(environ, start_response)  # answered after the client gave up
+    elif kind == "reset_after":
+        answer = wsgi_app(environ, lambda *a, **k: (lambda data: None))
+        try:
+            for _ in answer:
+                pass
+        finally:
+            if hasattr(answer, "close"):
+                answer.close()
+    else:
+        read_body(environ)  # else werkzeug reads the unread body as the next request
+    drop_connection(environ)

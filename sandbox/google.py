@@ -406,7 +406,7 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 from werkzeug.wsgi import get_input_stream
 
 from sandbox import google_batch
-from sandbox.faults import drop_connection, read_body
+from sandbox.faults import connection_fault, read_body
 
 __all__ = ["GoogleSandbox", "SEEDED_ACCOUNTS", "SCOPE_CALENDAR", "SCOPE_EVENTS", "SCOPE_READONLY"]
 
@@ -1399,23 +1399,7 @@ class GoogleSandbox:
             else:
                 answer = _fault(*_FAULT_ANSWERS[kind]).response()
             return answer(environ, start_response)
-        if kind in ("timeout", "hang"):
-            if kind == "hang":
-                read_body(environ)
-            time.sleep(plan.hold)
-            if kind == "timeout":
-                return wsgi_app(environ, start_response)  # answered long after the client gave up
-        elif kind == "reset_after":
-            body = wsgi_app(environ, lambda *a, **k: (lambda data: None))
-            try:
-                for _ in body:
-                    pass
-            finally:
-                if hasattr(body, "close"):
-                    body.close()
-        else:
-            read_body(environ)  # else werkzeug reads the unread body as the next request
-        drop_connection(environ)
+        return connection_fault(kind, plan.hold, wsgi_app, environ, start_response)
 
     # ------------------------------------------------------------------ batch requests
 

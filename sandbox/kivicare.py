@@ -172,7 +172,7 @@ from flask import Flask, Response, request as flask_request
 from nacl.public import Box, PrivateKey, PublicKey
 from werkzeug.serving import make_server
 
-from sandbox.faults import drop_connection, read_body
+from sandbox.faults import connection_fault
 
 __all__ = ["KiviCareSandbox", "MISSING", "STATUS_NAMES", "FAULT_KINDS", "main"]
 
@@ -1053,23 +1053,7 @@ class KiviCareSandbox:
                 body = {"code": "internal_server_error", "message": CRITICAL_ERROR, "data": {"status": 500},
                         "additional_errors": []}
                 return self._json(500, body)(environ, start_response)
-            if kind in ("timeout", "hang"):
-                if kind == "hang":
-                    read_body(environ)
-                _time.sleep(plan.hold)
-                if kind == "timeout":
-                    return wsgi_app(environ, start_response)  # answered after the client gave up
-            elif kind == "reset_after":
-                answer = wsgi_app(environ, lambda *a, **k: (lambda data: None))
-                try:
-                    for _ in answer:
-                        pass
-                finally:
-                    if hasattr(answer, "close"):
-                        answer.close()
-            else:
-                read_body(environ)  # else werkzeug reads the unread body as the next request
-            drop_connection(environ)
+            return connection_fault(kind, plan.hold, wsgi_app, environ, start_response)
         return app
 
     def reset_requests(self) -> None:

@@ -639,12 +639,13 @@ class Bridge:
         mapping = next((m for m in mappings if m.connection_id == connection.id
                         and m.calendar_id == connection.calendar_id), None)
         decision = self.decide(appointment, connection, mapping)
-        if decision.action == "upsert" and (mapping is None or mapping.pushed_hash != decision.spec.fingerprint()
-                                            or (appointment.id, connection.calendar_id) in context.pending):
-            enqueued += self._enqueue_push(appointment.id, connection.id, change=decision.spec.fingerprint(),
-                                           revive=revive)
+        if decision.action == "upsert":
+            fingerprint = decision.spec.fingerprint()  # once: every listed row of every poll comes through here
+            if mapping is None or mapping.pushed_hash != fingerprint \
+                    or (appointment.id, connection.calendar_id) in context.pending:
+                enqueued += self._enqueue_push(appointment.id, connection.id, change=fingerprint, revive=revive)
         elif decision.action == "delete" and (mapping is not None or (
-                appointment.id in {a for a, _c in context.pending}
+                any(pending == appointment.id for pending, _calendar in context.pending)
                 and pending_writes.unconfirmed_inserts(appointment.id, connection.id))):
             enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
         return enqueued

@@ -47,7 +47,7 @@ import requests  # noqa: E402
 
 from .sandboxes import (GOOGLE_LATENCY, KIVICARE_LATENCY, KIVICARE_PER_ROW, Remote,  # noqa: E402
                         _add_google_doctors, _google_requests, _google_state, _kivicare_requests, _kivicare_state,
-                        _method, _seed_kivicare)
+                        _method, _seed_kivicare, cpu_seconds)
 
 TARGET_MS = 200.0
 FULL = {"doctors": 500, "log_rows": 1_000_000, "requests": 50}
@@ -328,13 +328,6 @@ def _time_csv(session: requests.Session, url: str) -> tuple[float, float]:
     return first or 0.0, time.perf_counter() - began
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process ``pid`` used so far: what a page costs the server whatever else
-    the machine is doing (wall times on a shared 2-core machine include waiting for the CPU)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _percentiles(samples: list[float]) -> dict:
     ordered = sorted(samples)
     at = lambda q: ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]  # noqa: E731 nearest rank
@@ -414,7 +407,7 @@ def run(args, say) -> dict:
             cpu_before = None
             for n in range(count + 2):
                 if n == 2:
-                    cpu_before = _cpu_seconds(proc.pid)
+                    cpu_before = cpu_seconds(proc.pid)
                 if name == "log_csv":
                     first, whole = _time_csv(session, url + path)
                     if n >= 2:
@@ -425,7 +418,7 @@ def run(args, say) -> dict:
                     if n >= 2:
                         samples.append(elapsed)
             figures["pages"][name] = _percentiles(samples)
-            figures["pages"][name]["cpu_ms"] = (_cpu_seconds(proc.pid) - cpu_before) / count * 1000
+            figures["pages"][name]["cpu_ms"] = (cpu_seconds(proc.pid) - cpu_before) / count * 1000
             if to_mb:
                 figures["pages"]["log_csv_1mb"] = _percentiles(to_mb)
             p = figures["pages"][name]

@@ -10,6 +10,7 @@ NOTES.md "Quotas"). The parent drives a child through a pipe (``Remote.call(fn, 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 import traceback
@@ -213,3 +214,16 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU seconds the processes ``pids`` used so far (``/proc/<pid>/stat``; 0 for a gone one):
+    what work cost whatever else the machine is doing (wall times on a shared machine include waiting)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")

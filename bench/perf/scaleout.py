@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 from bench.perf.environment import Environment  # noqa: E402
 from bench.perf.sandboxes import (GOOGLE_LATENCY, KIVICARE_LATENCY, KIVICARE_PER_ROW, UTC, _method,  # noqa: E402
-                                  _setattr)
+                                  _setattr, cpu_seconds)
 from bench.soak import Sidecar, free_port, sidecar_env  # noqa: E402
 from sidecar.config import SETTINGS  # noqa: E402
 
@@ -143,18 +143,6 @@ def _prepare(env: Environment, say) -> dict:
     return dict(queued)
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes ``pids`` used so far (``/proc/<pid>/stat``; 0 for a gone one)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _start_worker(env_vars: dict, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "sidecar", "worker"], cwd=ROOT, env=env_vars,
@@ -200,8 +188,8 @@ def _run_once(env: Environment, server, template: str, k: int, expected: int, ti
             time.sleep(0.1)
         ready_s = time.monotonic() - started
         pids = [serve.pid, *(w.pid for w in workers)]
-        cpu_before, load = _cpu_seconds(pids), os.getloadavg()[0]
-        fake_before = _cpu_seconds([env.google.pid])
+        cpu_before, load = cpu_seconds(*pids), os.getloadavg()[0]
+        fake_before = cpu_seconds(env.google.pid)
         released_at = time.time()
         released = _set_due(url, datetime.now(UTC))
         deadline = time.monotonic() + timeout
@@ -211,7 +199,7 @@ def _run_once(env: Environment, server, template: str, k: int, expected: int, ti
             if len(made) >= expected:
                 break
             time.sleep(0.5)
-        cpu, fake_cpu = _cpu_seconds(pids) - cpu_before, _cpu_seconds([env.google.pid]) - fake_before
+        cpu, fake_cpu = cpu_seconds(*pids) - cpu_before, cpu_seconds(env.google.pid) - fake_before
         last = max((datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp() for _a, created in made),
                    default=time.time())
         per_appointment = Counter(appointment for appointment, _c in made)

@@ -315,6 +315,26 @@ def test_an_idle_poll_writes_nothing_and_reads_in_a_fixed_number_of_queries(setu
     assert len(statements) <= 15, len(statements)
 
 
+def test_a_poll_while_the_first_pushes_wait_does_not_ask_for_each_again(setup, kivicare, google):
+    """Issue 7: during a long first sync the next polls list the same rows while their pushes still wait.
+    Each waiting push is read once per poll (with the others) and not enqueued again: no write, no lock."""
+    from sidecar.storage.models import Job
+    runtime, connection, clock = setup
+    for n in range(60):
+        book(runtime, kivicare, at(1 + n % 10, 7 + n // 10, 10))
+    assert runtime.bridge.poll("all").enqueued >= 60  # queued, not run
+    clock.advance(30)
+    generations = {job.dedupe_key: job.generation for job in Job.select()}
+    statements = _statements(lambda: runtime.bridge.poll("all"))
+    job_writes = [s for s in statements if s.split(None, 1)[0].upper() in ("INSERT", "UPDATE")
+                  and '"jobs"' in s.split("WHERE")[0]]
+    assert job_writes == []
+    assert len(statements) <= 16, len(statements)
+    assert {job.dedupe_key: job.generation for job in Job.select()} == generations
+    settle(runtime)
+    assert len([e for e in google.events(connection.calendar_id) if e.get("status") != "cancelled"]) >= 60
+
+
 # ---- an older list never undoes a newer state ----------------------------------------------------------
 
 @pytest.mark.parametrize("change", ["cancel", "delete"])

@@ -57,6 +57,11 @@ CONFERENCE_RECHECK = timedelta(seconds=3)
 REFERENCE_TTL = timedelta(hours=1)
 
 
+def push_key(appointment_id: str, connection_id: int) -> str:
+    """The ``jobs`` key of the push of one appointment to one connection's calendar."""
+    return f"push:{appointment_id}:{connection_id}"
+
+
 def _valid_zone(name: str) -> bool:
     try:
         ZoneInfo(name)
@@ -151,12 +156,17 @@ class PlanContext:
     open_conflicts: set[str]
     pending: set[tuple[str, str]]  # (appointment id, calendar id)
     rejected: set[str]
+    queued: dict[str, str | None]  # push job key -> change token, of pushes already due and waiting
 
     CHUNK = 500  # ids per IN (...) query: under every database's limit on bound variables
 
     @classmethod
-    def load(cls, ids: list[str]) -> "PlanContext":
-        ctx = cls(rows={}, mappings={}, open_conflicts=set(), pending=set(), rejected=set())
+    def load(cls, ids: list[str], push_keys: list[str] = ()) -> "PlanContext":
+        """Read what planning ``ids`` needs; ``push_keys``: the push jobs (``push:<id>:<connection>``) whose
+        waiting state to read, so a poll during a long first sync does not ask again for each one."""
+        ctx = cls(rows={}, mappings={}, open_conflicts=set(), pending=set(), rejected=set(), queued={})
+        for n in range(0, len(push_keys), cls.CHUNK):
+            ctx.queued.update(jobs.waiting(push_keys[n:n + cls.CHUNK]))
         for n in range(0, len(ids), cls.CHUNK):
             chunk = ids[n:n + cls.CHUNK]
             ctx.rows.update((r.id, r) for r in AppointmentRow.select().where(AppointmentRow.id.in_(chunk)))
@@ -441,7 +451,9 @@ class Bridge:
         connections = self._connections()
         seen: set[str] = set()
         mappings_fresh = False
-        context = PlanContext.load([listed.id for listed in page.appointments])
+        context = PlanContext.load([listed.id for listed in page.appointments],
+                                   [push_key(listed.id, connections[listed.doctor_id].id)
+                                    for listed in page.appointments if listed.doctor_id in connections])
         todo: list[tuple[Appointment, AppointmentRow | None, bool]] = []  # (appointment, stored row, unchanged)
         for listed in page.appointments:
             seen.add(listed.id)
@@ -641,8 +653,10 @@ class Bridge:
         decision = self.decide(appointment, connection, mapping)
         if decision.action == "upsert":
             fingerprint = decision.spec.fingerprint()  # once: every listed row of every poll comes through here
-            if mapping is None or mapping.pushed_hash != fingerprint \
-                    or (appointment.id, connection.calendar_id) in context.pending:
+            if (mapping is None or mapping.pushed_hash != fingerprint
+                    or (appointment.id, connection.calendar_id) in context.pending) \
+                    and (revive or context.queued.get(push_key(appointment.id, connection.id), "") != fingerprint):
+                # (Not asked again when that very version is already waiting: a poll during a long first sync.)
                 enqueued += self._enqueue_push(appointment.id, connection.id, change=fingerprint, revive=revive)
         elif decision.action == "delete" and (mapping is not None or (
                 any(pending == appointment.id for pending, _calendar in context.pending)
@@ -698,7 +712,7 @@ class Bridge:
     def _enqueue_push(self, appointment_id: str, connection_id: int, run_after: datetime | None = None, *,
                       change: str | None = None, revive: bool = False) -> int:
         """1 when the push is due; 0 when it was given up and ``change`` (what it would write) is the same."""
-        due = int(jobs.enqueue("push", f"push:{appointment_id}:{connection_id}",
+        due = int(jobs.enqueue("push", push_key(appointment_id, connection_id),
                                {"appointment_id": appointment_id, "connection_id": connection_id},
                                run_after=run_after, change=change, revive=revive))
         if due and run_after is None:

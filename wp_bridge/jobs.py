@@ -91,6 +91,17 @@ def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | No
         return True
 
 
+def waiting(keys: list[str]) -> dict[str, str | None]:
+    """Of the jobs keyed ``keys`` (one query; keep under 500 keys), those pending and due now: key -> their
+    ``change`` token. ``enqueue`` of such a key with the same token writes nothing, so a caller holding this
+    answer may skip the call (the job, when it runs, reads the current state anyway)."""
+    if not keys:
+        return {}
+    rows = Job.select(Job.dedupe_key, Job.payload).where(
+        Job.dedupe_key.in_(keys) & (Job.state == "pending") & (Job.run_after <= utcnow()))
+    return {row.dedupe_key: (row.payload or {}).get(CHANGE) for row in rows}
+
+
 def _with_change(payload: dict, change: str | None) -> dict:
     if change is None:
         return payload

@@ -169,9 +169,15 @@ class Inbound:
     def _our_events(self, connection: Connection, events: list[CalendarEvent], report: PullReport) -> None:
         direction = self.cfg.get("sync.direction")
         cancels: list[tuple[MeetMapping, CalendarEvent, Appointment]] = []
+        # This calendar's mappings of the events, read at once (every event we insert comes back in the
+        # next pull; most are skipped below on their etag).
+        ids = list({event.appointment_id for event in events})
+        mappings: dict[str, MeetMapping] = {}
+        for n in range(0, len(ids), 500):
+            mappings.update((m.appointment_id, m) for m in MeetMapping.select().where(
+                (MeetMapping.calendar_id == connection.calendar_id) & MeetMapping.appointment_id.in_(ids[n:n + 500])))
         for event in events:
-            mapping = MeetMapping.get_or_none((MeetMapping.appointment_id == event.appointment_id)
-                                              & (MeetMapping.calendar_id == connection.calendar_id))
+            mapping = mappings.get(event.appointment_id)
             if mapping is None or mapping.state != "active" or mapping.event_id != event.id:
                 continue
             if event.etag and event.etag == mapping.etag:
@@ -525,54 +531,64 @@ class Inbound:
 
     # ---- busy blocks -------------------------------------------------------------------------------
 
-    def blocks_time(self, connection: Connection, event: CalendarEvent) -> bool:
+    def blocks_time(self, connection: Connection, event: CalendarEvent, doctors: dict[str, int] | None = None) -> bool:
         """RFC 5545 / Google rules: opaque, not cancelled, not declined, not working location, not one of
-        this doctor's own appointments; out-of-office always blocks."""
+        this doctor's own appointments; out-of-office always blocks. ``doctors``: appointment id -> doctor id
+        of our events' rows when the caller read them at once (``_doctors_of``); else read here."""
         if event.cancelled or event.start is None or event.end is None or event.end <= event.start:
             return False
         if event.declined or event.event_type == "workingLocation":
             return False
         if self._is_ours(event):
-            row = AppointmentRow.get_or_none(AppointmentRow.id == event.appointment_id)
-            if row is None or row.doctor_id == connection.doctor_id:
+            if doctors is None:
+                doctors = self._doctors_of([event])
+            doctor_id = doctors.get(event.appointment_id)
+            if doctor_id is None or doctor_id == connection.doctor_id:
                 return False  # KiviCare already knows its own appointments
         return event.busy or event.event_type == "outOfOffice"
 
+    def _doctors_of(self, events: list[CalendarEvent]) -> dict[str, int]:
+        """Appointment id -> doctor id of our events' rows, in one query per 500 (absent: no row)."""
+        ids = list({event.appointment_id for event in events if self._is_ours(event)})
+        found: dict[str, int] = {}
+        for n in range(0, len(ids), 500):
+            found.update(AppointmentRow.select(AppointmentRow.id, AppointmentRow.doctor_id).where(
+                AppointmentRow.id.in_(ids[n:n + 500])).tuples())
+        return found
+
     def _busy_blocks(self, connection: Connection, calendar_id: str, events: list[CalendarEvent], full: bool) -> bool:
-        """Store the busy events of one calendar. Returns True when the doctor's blocks changed."""
+        """Store the busy events of one calendar. Returns True when the doctor's blocks changed.
+
+        Read at once, not per event: the doctors of our own events, and the events holding a block, so the
+        echo of our own writes (every event we insert comes back in the next pull) costs no statement."""
         before = self._digest(connection)
+        doctors = self._doctors_of(events)
+        this_calendar = (BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)
         with transaction():
             if full:
-                BusyBlock.delete().where((BusyBlock.connection == connection.id)
-                                         & (BusyBlock.calendar_id == calendar_id)).execute()
+                BusyBlock.delete().where(this_calendar).execute()
+                held: set[str] = set()
+            else:
+                held = {event_id for (event_id,) in BusyBlock.select(BusyBlock.event_id).where(this_calendar).tuples()}
             for event in events:
-                where = ((BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)
-                         & (BusyBlock.event_id == event.id))
-                if not self.blocks_time(connection, event):
-                    BusyBlock.delete().where(where).execute()
+                if not self.blocks_time(connection, event, doctors):
+                    # A cancelled series also takes its instances' blocks (``<seriesId>_<start>``): Google
+                    # usually sends each instance's tombstone too; this covers a pull naming only the series.
+                    # Compared in Python: ``_`` is a wildcard in SQL ``LIKE``.
+                    gone = [event.id] if event.id in held else []
                     if event.cancelled:
-                        self._forget_instances(connection, calendar_id, event.id)
+                        gone += [event_id for event_id in held if event_id.startswith(event.id + "_")]
+                    for n in range(0, len(gone), 500):
+                        BusyBlock.delete().where(this_calendar & BusyBlock.event_id.in_(gone[n:n + 500])).execute()
+                    held.difference_update(gone)
                     continue
+                held.add(event.id)
                 name = "Busy" if event.private else (event.summary or "Busy")[:255]
                 values = dict(doctor_id=connection.doctor_id, start_utc=event.start, end_utc=event.end, name=name)
                 (BusyBlock.insert(connection=connection.id, calendar_id=calendar_id, event_id=event.id, **values)
                  .on_conflict(conflict_target=[BusyBlock.connection, BusyBlock.calendar_id, BusyBlock.event_id],
                               update={getattr(BusyBlock, k): v for k, v in values.items()}).execute())
         return self._digest(connection) != before
-
-    @staticmethod
-    def _forget_instances(connection: Connection, calendar_id: str, series_id: str) -> None:
-        """A cancelled recurring event (series) also takes its instances' blocks (``<seriesId>_<start>``).
-
-        Google usually sends each instance's tombstone too; this covers a pull that names only the
-        series. Compared in Python: ``_`` is a wildcard in SQL ``LIKE``."""
-        prefix = series_id + "_"
-        ids = [event_id for (event_id,) in BusyBlock.select(BusyBlock.event_id).where(
-            (BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)).tuples()
-            if event_id.startswith(prefix)]
-        for chunk in range(0, len(ids), 500):
-            BusyBlock.delete().where((BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)
-                                     & BusyBlock.event_id.in_(ids[chunk:chunk + 500])).execute()
 
     def _free_busy_blocks(self, connection: Connection, google, calendar_id: str, start: datetime,
                           end: datetime) -> bool:

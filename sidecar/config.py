@@ -109,6 +109,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bridge", "far_poll_seconds", 600, int, label="Far window poll interval (seconds)",
             help="How often appointments beyond the near window are read. Changes there reach Google within "
                  "this time without the companion plugin, at once with it."),
+    Setting("bridge", "list_page_size", 2000, int, label="Appointments per KiviCare list request",
+            help="A large window is read in pages of this many appointments, the next page while the sidecar "
+                 "works on this one, so a first sync of thousands starts writing to Google after one page. "
+                 "KiviCare's cost is per appointment listed; each page adds ~0.07 s. 0: one request for all."),
     Setting("bridge", "workers", 8, int, label="Workers",
             help="Jobs run in parallel against Google (each waits ~0.1 s per request, so several keep many "
                  "doctors' calendars busy at once)."),

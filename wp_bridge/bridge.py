@@ -42,9 +42,10 @@ from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Con
 
 from . import alerts, event_text, filters, jobs, pending_writes
 from .companion import CompanionError, CompanionNotInstalled, CompanionUnavailable
-from .kivicare import KiviCareError, KiviCareNotFound, KiviCareUnavailable
+from .kivicare import AppointmentPage, KiviCareClient, KiviCareError, KiviCareNotFound, KiviCareUnavailable
 from .models import CANCELLED, EVENT_STATUSES, PENDING, Appointment, BadAppointment, DoctorService
 from .inbound import Inbound
+from .prefetch import prefetched
 from .synclog import log_many, log_sync, sync_row
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class PlanContext:
     open_conflicts: set[str]
     pending: set[tuple[str, str]]  # (appointment id, calendar id)
     rejected: set[str]
-    queued: dict[str, str | None]  # push job key -> change token, of pushes already due and waiting
+    queued: dict[str, str | None]  # push job key -> change token, of pushes waiting (due) or running
 
     CHUNK = 500  # ids per IN (...) query: under every database's limit on bound variables
 
@@ -179,6 +180,17 @@ class PlanContext:
             ctx.rejected.update(r.appointment_id for r in RejectedRow.select(RejectedRow.appointment_id).where(
                 RejectedRow.appointment_id.in_(chunk)))
         return ctx
+
+
+@dataclass
+class _Listing:
+    """What the pages of one poll's listing share (``Bridge._plan_page``)."""
+
+    client: KiviCareClient
+    connections: dict[int, Connection]
+    seen: set[str] = field(default_factory=set)  # ids listed so far
+    rejected_ids: set[str] = field(default_factory=set)  # ids of rows that could not be read
+    mappings_fresh: bool = False  # the doctor-service list was re-read for new rows in this poll
 
 
 @dataclass
@@ -388,6 +400,10 @@ class Bridge:
         near = PollWindow("near", start, near_end)
         return near, (PollWindow("far", near_end, horizon_end) if near_end < horizon_end else None)
 
+    def page_size(self) -> int:
+        """``bridge.list_page_size``: appointments per KiviCare list request; 0 = all in one."""
+        return max(0, int(self.cfg.get("bridge.list_page_size")))
+
     def far_due(self, slack: float = 0.0) -> bool:
         """True when the far window has not been listed since start, or ``bridge.far_poll_seconds`` ago or more
         (by ``self.clock``; a clock that went backwards counts as due). ``slack`` (seconds): due that much
@@ -438,73 +454,19 @@ class Bridge:
 
     def _poll_window(self, start: datetime, end: datetime) -> PollReport:
         """List appointments starting in ``[start, end)`` (UTC, whole days), plan them, and confirm the rows
-        known in that span that the list no longer shows. Rows outside the span are left alone."""
+        known in that span that the list no longer shows. Rows outside the span are left alone.
+
+        Listed in pages of ``kivicare.page_size`` rows, the next page asked while this one is planned, so the
+        first pushes of a large first sync start after one page instead of the whole list. A page that fails
+        fails the poll: the pages before it are planned (they are what KiviCare said), but nothing is taken
+        for deleted, since only a whole listing shows what is missing."""
         report = PollReport()
         client = self.rt.kivicare()
-        listed_at = utcnow()  # rows observed after this (hints, applied moves) are newer than this list
-        page = client.list_appointments(start.date(), (end - timedelta(days=1)).date())
-        report.listed = len(page.appointments)
-        rejected_ids = {appointment_id for appointment_id, _, _ in page.rejected if appointment_id}
-        for appointment_id, digest, problem in page.rejected:
-            self._reject(appointment_id, digest, problem)
-        report.rejected = len(page.rejected)
-        connections = self._connections()
-        seen: set[str] = set()
-        mappings_fresh = False
-        context = PlanContext.load([listed.id for listed in page.appointments],
-                                   [push_key(listed.id, connections[listed.doctor_id].id)
-                                    for listed in page.appointments if listed.doctor_id in connections])
-        todo: list[tuple[Appointment, AppointmentRow | None, bool]] = []  # (appointment, stored row, unchanged)
-        for listed in page.appointments:
-            seen.add(listed.id)
-            if listed.clinic_address:
-                self._clinic_addresses[listed.clinic_id] = listed.clinic_address
-            cached = context.rows.get(listed.id)
-            if cached is not None and cached.last_seen_at and cached.last_seen_at > listed_at:
-                continue  # known in a newer state than this list shows
-            unchanged = False
-            if cached and cached.list_hash == listed.row_hash and cached.present:
-                appointment = Appointment.from_dict(cached.data)
-                unchanged = appointment.service_ids is not None  # else resolved now, and remembered
-                if not unchanged:
-                    appointment = self._with_services(appointment, appointment.service_mapping_ids or ())
-            else:
-                # Named by the row itself when its names are unambiguous; else one detail read. The mapping
-                # list is re-read (if older than 30 s) once per poll that meets new rows, so a service added
-                # since cannot be mistaken for an older one of the same name.
-                if not mappings_fresh:
-                    self._doctor_services(unknown=True)
-                    mappings_fresh = True
-                mapping_ids = self._mapping_ids_by_name(listed)
-                if mapping_ids is None:
-                    try:
-                        mapping_ids = client.get_service_ids(listed.id)
-                    except KiviCareNotFound:
-                        continue  # deleted between the list and now; the next poll confirms it
-                    except BadAppointment as exc:
-                        self._reject(listed.id, listed.row_hash, exc.problem)
-                        rejected_ids.add(listed.id)
-                        continue
-                    report.fetched += 1
-                appointment = self._with_services(listed, mapping_ids)
-            todo.append((appointment, cached, unchanged))
-        # Written in chunks of PLAN_CHUNK rows, one transaction each when any row changed: one commit per chunk
-        # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite). Changed rows
-        # first: their jobs are committed and the workers woken before the unchanged rows are checked.
-        todo.sort(key=lambda item: item[2])
-        for n in range(0, len(todo), PLAN_CHUNK):
-            chunk = todo[n:n + PLAN_CHUNK]
-            with (transaction() if not all(unchanged for _a, _c, unchanged in chunk) else nullcontext()):
-                for appointment, cached, unchanged in chunk:
-                    if appointment.id in context.rejected:
-                        RejectedRow.delete().where(RejectedRow.appointment_id == appointment.id).execute()
-                    # An unchanged row is not written again (an idle poll writes nothing); a row stored in a
-                    # newer state meanwhile is left as it is, and not planned from this older list.
-                    if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
-                        continue
-                    report.enqueued += self._plan(appointment, connections, context=context)
-            if report.enqueued:
-                self.rt.work_available.set()  # the chunk's jobs are committed now: workers may take them
+        state = _Listing(client=client, connections=self._connections())
+        pages = client.list_appointment_pages(start.date(), (end - timedelta(days=1)).date(), self.page_size())
+        for page in prefetched(pages):
+            self._plan_page(page, state, report)
+        seen, rejected_ids, connections = state.seen, state.rejected_ids, state.connections
         # Deletions KiviCare confirmed earlier whose events are still there (the process stopped before the
         # deletion was queued): planned again, so nothing decided only in memory is lost.
         leftovers = list(AppointmentRow.select().join(MeetMapping, on=(MeetMapping.appointment_id == AppointmentRow.id))
@@ -571,6 +533,73 @@ class Bridge:
         if active:
             Connection.update(last_sync_at=utcnow()).where(Connection.id.in_(active)).execute()
         return report
+
+    def _plan_page(self, page: AppointmentPage, state: "_Listing", report: PollReport) -> None:
+        """Store and plan one page of a listing (``_poll_window``); ``state`` carries what the poll's pages share."""
+        client, connections = state.client, state.connections
+        listed_at = page.asked_at or utcnow()  # rows observed after this (hints, applied moves) are newer than it
+        report.listed += len(page.appointments)
+        rejected_ids = state.rejected_ids
+        rejected_ids.update(appointment_id for appointment_id, _, _ in page.rejected if appointment_id)
+        for appointment_id, digest, problem in page.rejected:
+            self._reject(appointment_id, digest, problem)
+        report.rejected += len(page.rejected)
+        # A row shifted onto the next page meanwhile (a booking) comes twice: the first one counts.
+        listed_rows = [listed for listed in page.appointments if listed.id not in state.seen]
+        context = PlanContext.load([listed.id for listed in listed_rows],
+                                   [push_key(listed.id, connections[listed.doctor_id].id)
+                                    for listed in listed_rows if listed.doctor_id in connections])
+        todo: list[tuple[Appointment, AppointmentRow | None, bool]] = []  # (appointment, stored row, unchanged)
+        for listed in listed_rows:
+            state.seen.add(listed.id)
+            if listed.clinic_address:
+                self._clinic_addresses[listed.clinic_id] = listed.clinic_address
+            cached = context.rows.get(listed.id)
+            if cached is not None and cached.last_seen_at and cached.last_seen_at > listed_at:
+                continue  # known in a newer state than this list shows
+            unchanged = False
+            if cached and cached.list_hash == listed.row_hash and cached.present:
+                appointment = Appointment.from_dict(cached.data)
+                unchanged = appointment.service_ids is not None  # else resolved now, and remembered
+                if not unchanged:
+                    appointment = self._with_services(appointment, appointment.service_mapping_ids or ())
+            else:
+                # Named by the row itself when its names are unambiguous; else one detail read. The mapping
+                # list is re-read (if older than 30 s) once per poll that meets new rows, so a service added
+                # since cannot be mistaken for an older one of the same name.
+                if not state.mappings_fresh:
+                    self._doctor_services(unknown=True)
+                    state.mappings_fresh = True
+                mapping_ids = self._mapping_ids_by_name(listed)
+                if mapping_ids is None:
+                    try:
+                        mapping_ids = client.get_service_ids(listed.id)
+                    except KiviCareNotFound:
+                        continue  # deleted between the list and now; the next poll confirms it
+                    except BadAppointment as exc:
+                        self._reject(listed.id, listed.row_hash, exc.problem)
+                        rejected_ids.add(listed.id)
+                        continue
+                    report.fetched += 1
+                appointment = self._with_services(listed, mapping_ids)
+            todo.append((appointment, cached, unchanged))
+        # Written in chunks of PLAN_CHUNK rows, one transaction each when any row changed: one commit per chunk
+        # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite). Changed rows
+        # first: their jobs are committed and the workers woken before the unchanged rows are checked.
+        todo.sort(key=lambda item: item[2])
+        for n in range(0, len(todo), PLAN_CHUNK):
+            chunk = todo[n:n + PLAN_CHUNK]
+            with (transaction() if not all(unchanged for _a, _c, unchanged in chunk) else nullcontext()):
+                for appointment, cached, unchanged in chunk:
+                    if appointment.id in context.rejected:
+                        RejectedRow.delete().where(RejectedRow.appointment_id == appointment.id).execute()
+                    # An unchanged row is not written again (an idle poll writes nothing); a row stored in a
+                    # newer state meanwhile is left as it is, and not planned from this older list.
+                    if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
+                        continue
+                    report.enqueued += self._plan(appointment, connections, context=context)
+            if report.enqueued:
+                self.rt.work_available.set()  # the chunk's jobs are committed now: workers may take them
 
     def _with_services(self, appointment: Appointment, mapping_ids: tuple[int, ...]) -> Appointment:
         return appointment.with_services(tuple(mapping_ids), self._service_ids(tuple(mapping_ids)))

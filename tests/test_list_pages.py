@@ -1,0 +1,112 @@
+"""KiviCare's appointment list read in pages (``bridge.list_page_size``, issue 7): the first pushes of a large
+first sync start after one page; pages that shift while they are read (a booking, a deletion) neither lose
+nor delete anything.
+
+Real sandboxes on loopback, a real SQLite file. KiviCare's default order is ``a.id DESC`` (API.md 2.2), as
+the sandbox's: a new booking comes first and pushes every row one place further; a deletion pulls them back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from .conftest import ANNA, connect
+from .test_poll_windows import Clock, book, detail_reads, listings, settle
+from .test_sync_engine import at, our_events
+
+PAGE = 10
+
+
+@pytest.fixture
+def setup(make_runtime, kivicare, google):
+    """Anna connected, 35 appointments of hers booked (with the sandbox's own, ~4 pages of 10)."""
+    runtime = make_runtime(**{"bridge.list_page_size": PAGE})
+    clock = Clock()
+    runtime.bridge.clock = clock
+    connection = connect(runtime, google, ANNA)
+    runtime.bridge.startup()
+    booked = [book(runtime, kivicare, at(1 + n % 7, 7 + n // 7, 10)) for n in range(35)]
+    return runtime, connection, clock, booked
+
+
+def pages_asked(kivicare) -> list[tuple[str, str]]:
+    return [(r["query"].get("perPage"), r["query"].get("page")) for r in listings(kivicare)]
+
+
+def live(google, connection, appointment_id) -> int:
+    return len(our_events(google, connection.calendar_id, appointment_id))
+
+
+def test_a_window_is_listed_page_by_page_and_every_row_is_synced(setup, kivicare, google):
+    runtime, connection, clock, booked = setup
+    kivicare.reset_requests()
+    report = runtime.bridge.poll("all")
+    settle(runtime)
+    asked = pages_asked(kivicare)
+    assert len(asked) >= 4 and all(per == str(PAGE) for per, _ in asked)
+    assert [page for _, page in asked] == [str(n) for n in range(1, len(asked) + 1)]
+    assert report.listed >= 35 and detail_reads(kivicare) == []  # nothing taken for missing
+    assert all(live(google, connection, a) == 1 for a in booked)
+    # The next poll lists the same pages and finds nothing to do.
+    clock.advance(30)
+    kivicare.reset_requests()
+    again = runtime.bridge.poll("all")
+    assert again.enqueued == 0 and again.missing_checked == 0 and len(pages_asked(kivicare)) == len(asked)
+
+
+def test_a_page_size_of_zero_lists_everything_in_one_request(make_runtime, kivicare, google):
+    runtime = make_runtime(**{"bridge.list_page_size": 0})
+    connect(runtime, google, ANNA)
+    kivicare.reset_requests()
+    runtime.bridge.poll("all")
+    assert pages_asked(kivicare) == [("all", None)]
+
+
+@pytest.mark.parametrize("change", ["book", "delete"])
+def test_pages_that_shift_while_read_lose_nothing_and_delete_only_what_kivicare_deleted(setup, kivicare, google,
+                                                                                       change):
+    """Each page is held 0.3 s on the wire; after the first one, staff book or delete an appointment. A
+    booking shifts a row onto the next page (it comes twice); a deletion pulls one back onto a page already
+    read (it is missing from the listing, so KiviCare is asked about it before anything is done)."""
+    runtime, connection, clock, booked = setup
+    runtime.bridge.poll("all")
+    settle(runtime)
+    assert all(live(google, connection, a) == 1 for a in booked)
+    clock.advance(30)
+    kivicare.latency_per_row = 0.03
+    kivicare.reset_requests()
+    try:
+        reports = []
+        poll = threading.Thread(target=lambda: reports.append(runtime.bridge.poll("all")))
+        poll.start()
+        while not listings(kivicare):
+            time.sleep(0.01)
+        if change == "book":
+            added = book(runtime, kivicare, at(2, 18, 10))
+        else:
+            gone = booked[-1]  # the newest: on the first page, already read
+            kivicare.delete_appointment(gone)
+        poll.join(30)
+        assert not poll.is_alive()
+    finally:
+        kivicare.latency_per_row = 0.0
+    settle(runtime)
+    if change == "delete":
+        # The row pulled back onto page 1 was missing from the listing: asked about, found, kept.
+        assert reports[0].missing_checked >= 1 and reports[0].deleted == 0
+        assert all(live(google, connection, a) == 1 for a in booked)
+    else:
+        assert reports[0].missing_checked == 0  # the row pushed onto page 2 came twice, counted once
+    # The next listing shows KiviCare as it is now: the booking (page 1 was read before it existed) is
+    # synced, the deleted appointment's event goes, every other one stays.
+    clock.advance(30)
+    runtime.bridge.poll("all")
+    settle(runtime)
+    if change == "delete":
+        assert live(google, connection, gone) == 0
+        assert all(live(google, connection, a) == 1 for a in booked if a != gone)
+    else:
+        assert all(live(google, connection, a) == 1 for a in [*booked, added])

@@ -92,13 +92,15 @@ def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | No
 
 
 def waiting(keys: list[str]) -> dict[str, str | None]:
-    """Of the jobs keyed ``keys`` (one query; keep under 500 keys), those pending and due now: key -> their
-    ``change`` token. ``enqueue`` of such a key with the same token writes nothing, so a caller holding this
-    answer may skip the call (the job, when it runs, reads the current state anyway)."""
+    """Of the jobs keyed ``keys`` (one query; keep under 500 keys), those pending and due now, or running:
+    key -> their ``change`` token. A caller about to enqueue one of them with the same token may skip the
+    call: ``enqueue`` of a pending one would write nothing, and a running one is writing that very content
+    (its token is the content it was queued for; it reads the current state when it runs)."""
     if not keys:
         return {}
     rows = Job.select(Job.dedupe_key, Job.payload).where(
-        Job.dedupe_key.in_(keys) & (Job.state == "pending") & (Job.run_after <= utcnow()))
+        Job.dedupe_key.in_(keys) & (((Job.state == "pending") & (Job.run_after <= utcnow()))
+                                    | (Job.state == "running")))
     return {row.dedupe_key: (row.payload or {}).get(CHANGE) for row in rows}
 
 

@@ -69,7 +69,9 @@ def test_two_worker_processes_drain_the_pushes_once_each(make_runtime, kivicare,
         for n in range(PER_DOCTOR):
             kivicare.create_appointment(doctor_id=doctor, patient_id=5, start_utc=at(2 + n % 4, 7 + 2 * (n // 4), 10),
                                         service_mapping_ids=service)
-    env = sidecar_env(sandbox_settings(kivicare, google, tmp_path, **{"database.url": url,
+    # One push per job (no batches): 24 jobs of 0.15 s, so a process cannot take them all before the other
+    # wakes (with batches, one process could claim the three doctors' batches at once under load).
+    env = sidecar_env(sandbox_settings(kivicare, google, tmp_path, **{"database.url": url, "google.batch_size": 1,
                                                                       "sync.telemedicine_services": []}), tmp_path)
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
     workers = [start_worker(env, log) for log in logs]

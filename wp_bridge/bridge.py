@@ -37,6 +37,7 @@ from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, Calendar
                                     CalendarUnavailable, EventSpec, EventState)
 from sidecar.calendars.google import MAX_BATCH_CALLS, GoogleCalendar, Upsert, event_body, event_id_for
 from sidecar.storage import close_database, database, transaction
+from sidecar.storage.prepared import Prepared
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
                                     PendingWrite, RejectedRow, SyncCursor, utcnow)
 
@@ -180,6 +181,16 @@ class PlanContext:
             ctx.rejected.update(r.appointment_id for r in RejectedRow.select(RejectedRow.appointment_id).where(
                 RejectedRow.appointment_id.in_(chunk)))
         return ctx
+
+
+# The push path's reads, their SQL built once (sidecar/storage/prepared.py): every push makes each of them.
+_ROW = Prepared(lambda key: AppointmentRow.select().where(AppointmentRow.id == key), str)
+_PUSH_MAPPINGS = Prepared(lambda key, calendar, connection: MeetMapping.select().where(
+    (MeetMapping.appointment_id == key)
+    & ((MeetMapping.calendar_id == calendar) | ((MeetMapping.connection == connection) & (MeetMapping.state == "active")))),
+    str, str, int)
+_OPEN_CONFLICT = Prepared(lambda key: Conflict.select(Conflict.id).where(
+    (Conflict.appointment_id == key) & (Conflict.state == "open")).limit(1), str)
 
 
 @dataclass
@@ -1037,15 +1048,12 @@ class Bridge:
 
         ``google``: the connection's client when the caller has one (a batch shares it). Reads once: the
         appointment row, its mappings (this calendar's and stale ones) and its pending writes."""
-        row = AppointmentRow.get_or_none(AppointmentRow.id == appointment_id)
+        row = _ROW.first(appointment_id)
         appointment = Appointment.from_dict(row.data) if row else None
         calendar_id = connection.calendar_id
         mapping, stale = None, []
         # This calendar's mapping, and any event left in a calendar the doctor no longer uses (one query).
-        for found in MeetMapping.select().where(
-                (MeetMapping.appointment_id == appointment_id)
-                & ((MeetMapping.calendar_id == calendar_id)
-                   | ((MeetMapping.connection == connection.id) & (MeetMapping.state == "active")))):
+        for found in _PUSH_MAPPINGS.rows(appointment_id, calendar_id, connection.id):
             if found.calendar_id == calendar_id:
                 mapping = found
             else:
@@ -1071,7 +1079,7 @@ class Bridge:
         if mapping is not None and mapping.state == "dismissed":
             pending_writes.clear(appointment_id, calendar_id)  # the event is the doctor's to keep or delete
             return None
-        if Conflict.select().where((Conflict.appointment_id == appointment_id) & (Conflict.state == "open")).exists():
+        if _OPEN_CONFLICT.first(appointment_id) is not None:
             return None  # the admin decides first
         if decision.action == "delete":
             if mapping is None or mapping.state != "active":

@@ -23,6 +23,7 @@ import peewee
 from sidecar.calendars.base import CalendarEvent
 from sidecar.storage import database, transaction
 from sidecar.storage.models import PendingWrite, utcnow
+from sidecar.storage.prepared import Prepared
 
 #: Entries kept per (appointment, calendar): a burst of changes during an outage sends a few versions.
 KEEP = 10
@@ -88,7 +89,10 @@ def find(appointment_id: str, calendar_id: str) -> PendingWrite | None:
 def of_appointment(appointment_id: str) -> list[PendingWrite]:
     """Every pending row of ``appointment_id`` (one per calendar), in one query: a push reads them once and
     filters with ``inserts_among`` and by calendar."""
-    return list(PendingWrite.select().where(PendingWrite.appointment_id == appointment_id))
+    return _OF_APPOINTMENT.rows(appointment_id)
+
+
+_OF_APPOINTMENT = Prepared(lambda key: PendingWrite.select().where(PendingWrite.appointment_id == key), str)
 
 
 def inserts_among(rows: list[PendingWrite], connection_id: int | None = None) -> list[PendingWrite]:

@@ -583,6 +583,10 @@ class Bridge:
                 continue  # known in a newer state than this list shows
             unchanged = False
             if cached and cached.list_hash == listed.row_hash and cached.present:
+                connection = connections.get(listed.doctor_id)
+                if connection is not None and (cached.data or {}).get("service_ids") is not None \
+                        and push_key(listed.id, connection.id) in context.queued:
+                    continue  # unchanged, and its push is waiting or running: it will write the current state
                 appointment = Appointment.from_dict(cached.data)
                 unchanged = appointment.service_ids is not None  # else resolved now, and remembered
                 if not unchanged:

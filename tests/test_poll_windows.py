@@ -312,7 +312,7 @@ def test_an_idle_poll_writes_nothing_and_reads_in_a_fixed_number_of_queries(setu
     writes_sql = [s for s in statements if s.lstrip("('\"").split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")]
     # The connections' "last sync" time and the loop's "last poll" state are the only writes of an idle poll.
     assert len(writes_sql) <= 2, writes_sql
-    assert len(statements) <= 22, len(statements)  # two listings (near, then far), a fixed number each
+    assert len(statements) <= 24, len(statements)  # two listings (near, then far), a fixed number each
 
 
 def test_a_poll_while_the_first_pushes_wait_does_not_ask_for_each_again(setup, kivicare, google):
@@ -333,6 +333,28 @@ def test_a_poll_while_the_first_pushes_wait_does_not_ask_for_each_again(setup, k
     assert {job.dedupe_key: job.generation for job in Job.select()} == generations
     settle(runtime)
     assert len([e for e in google.events(connection.calendar_id) if e.get("status") != "cancelled"]) >= 60
+
+
+def test_a_quiet_row_is_planned_again_when_anything_its_event_depends_on_changes(setup, kivicare, google):
+    """Issue 7: an unchanged row found in sync is not parsed, decided and hashed again on every poll; but a
+    new setting, or its mapping changed behind the poll's back, makes it planned (and pushed) again."""
+    runtime, connection, clock = setup
+    booked = [book(runtime, kivicare, at(2 + n, 9, 10)) for n in range(3)]
+    runtime.bridge.sync_once()
+    settle(runtime)
+    for _ in range(2):  # the second poll plans nothing it planned before from the same inputs
+        clock.advance(30)
+        assert runtime.bridge.poll("all").enqueued == 0
+    runtime.cfg.set("sync.title_template", "Visit: {{service_name}}")
+    clock.advance(30)
+    assert runtime.bridge.poll("all").enqueued >= 3
+    settle(runtime)
+    assert all(e["summary"].startswith("Visit: ") for a in booked for e in our_events(google, connection.calendar_id, a))
+    clock.advance(30)
+    assert runtime.bridge.poll("all").enqueued == 0
+    MeetMapping.update(pushed_hash="").where(MeetMapping.appointment_id == booked[0]).execute()
+    clock.advance(30)
+    assert runtime.bridge.poll("all").enqueued == 1
 
 
 # ---- an older list never undoes a newer state ----------------------------------------------------------

@@ -36,6 +36,7 @@ from peewee import IntegrityError
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
                                     CalendarUnavailable, EventSpec, EventState)
 from sidecar.calendars.google import MAX_BATCH_CALLS, GoogleCalendar, Upsert, event_body, event_id_for
+from sidecar.config import SETTINGS
 from sidecar.storage import close_database, database, transaction
 from sidecar.storage.prepared import Prepared
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
@@ -159,6 +160,7 @@ class PlanContext:
     pending: set[tuple[str, str]]  # (appointment id, calendar id)
     rejected: set[str]
     queued: dict[str, str | None]  # push job key -> change token, of pushes waiting (due) or running
+    pending_ids: set[str] = field(default_factory=set)  # appointment ids of ``pending``
 
     CHUNK = 500  # ids per IN (...) query: under every database's limit on bound variables
 
@@ -180,6 +182,7 @@ class PlanContext:
                 PendingWrite.appointment_id, PendingWrite.calendar_id).where(PendingWrite.appointment_id.in_(chunk)))
             ctx.rejected.update(r.appointment_id for r in RejectedRow.select(RejectedRow.appointment_id).where(
                 RejectedRow.appointment_id.in_(chunk)))
+        ctx.pending_ids = {appointment_id for appointment_id, _calendar in ctx.pending}
         return ctx
 
 
@@ -202,6 +205,9 @@ class _Listing:
     seen: set[str] = field(default_factory=set)  # ids listed so far
     rejected_ids: set[str] = field(default_factory=set)  # ids of rows that could not be read
     mappings_fresh: bool = False  # the doctor-service list was re-read for new rows in this poll
+    token: tuple = ()  # what every row's plan depends on besides the row: settings, site, zones (``_plan_inputs``)
+    quiet_before: dict[str, tuple] = field(default_factory=dict)  # the last listing's quiet rows: id -> inputs
+    quiet_now: dict[str, tuple] = field(default_factory=dict)  # this listing's
 
 
 @dataclass
@@ -240,6 +246,8 @@ class Bridge:
         self._warned_near_days: int | None = None
         self._doctor_zones: dict[int, tuple[str | None, datetime]] = {}  # doctor id -> (stored zone, read at)
         self._clinic_addresses: dict[int, str] = {}  # clinic id -> address, as the last list rows gave it
+        # window name -> {appointment id: the inputs of a plan that found nothing to do} (``_quiet_key``)
+        self._quiet: dict[str, dict[str, tuple]] = {}
         self._pull_lock = threading.Lock()  # guards _pull_locks
         self._pull_locks: dict[int, threading.Lock] = {}  # doctor id -> held while that doctor is pulled
         self.inbound = Inbound(self)
@@ -460,7 +468,8 @@ class Bridge:
             # part (~0.07 s) every bridge.far_poll_seconds.
             report = PollReport()
             for n, window in enumerate(windows):
-                part = self._poll_window(window.start, window.end, first=n == 0, last=n == len(windows) - 1)
+                part = self._poll_window(window.start, window.end, first=n == 0, last=n == len(windows) - 1,
+                                         name=window.name)
                 for name in ("listed", "fetched", "rejected", "missing_checked", "deleted", "enqueued"):
                     setattr(report, name, getattr(report, name) + getattr(part, name))
                 report.errors += part.errors
@@ -470,7 +479,8 @@ class Bridge:
             held, self._held_deletes = self._held_deletes, None
             self._release_or_hold(held)
 
-    def _poll_window(self, start: datetime, end: datetime, *, first: bool = True, last: bool = True) -> PollReport:
+    def _poll_window(self, start: datetime, end: datetime, *, first: bool = True, last: bool = True,
+                     name: str = "") -> PollReport:
         """List appointments starting in ``[start, end)`` (UTC, whole days), plan them, and confirm the rows
         known in that span that the list no longer shows. Rows outside the span are left alone.
 
@@ -480,10 +490,12 @@ class Bridge:
         for deleted, since only a whole listing shows what is missing."""
         report = PollReport()
         client = self.rt.kivicare()
-        state = _Listing(client=client, connections=self._connections())
+        state = _Listing(client=client, connections=self._connections(), token=self._plan_inputs(),
+                         quiet_before=self._quiet.get(name, {}))
         pages = client.list_appointment_pages(start.date(), (end - timedelta(days=1)).date(), self.page_size())
         for page in prefetched(pages):
             self._plan_page(page, state, report)
+        self._quiet[name] = state.quiet_now  # replaced whole: rows gone from the window are forgotten
         seen, rejected_ids, connections = state.seen, state.rejected_ids, state.connections
         if first:  # once per poll, so no deletion is held twice
             report.enqueued += self._plan_leftovers(connections)
@@ -573,9 +585,11 @@ class Bridge:
         context = PlanContext.load([listed.id for listed in listed_rows],
                                    [push_key(listed.id, connections[listed.doctor_id].id)
                                     for listed in listed_rows if listed.doctor_id in connections])
-        todo: list[tuple[Appointment, AppointmentRow | None, bool]] = []  # (appointment, stored row, unchanged)
+        # (appointment, stored row, unchanged, its plan's inputs when unchanged)
+        todo: list[tuple[Appointment, AppointmentRow | None, bool, tuple | None]] = []
         for listed in listed_rows:
             state.seen.add(listed.id)
+            quiet = None
             if listed.clinic_address:
                 self._clinic_addresses[listed.clinic_id] = listed.clinic_address
             cached = context.rows.get(listed.id)
@@ -587,6 +601,10 @@ class Bridge:
                 if connection is not None and (cached.data or {}).get("service_ids") is not None \
                         and push_key(listed.id, connection.id) in context.queued:
                     continue  # unchanged, and its push is waiting or running: it will write the current state
+                quiet = self._quiet_key(cached, connection, context, state.token)
+                if state.quiet_before.get(listed.id) == quiet:
+                    state.quiet_now[listed.id] = quiet
+                    continue  # planned before from these very inputs, and nothing was to be done
                 appointment = Appointment.from_dict(cached.data)
                 unchanged = appointment.service_ids is not None  # else resolved now, and remembered
                 if not unchanged:
@@ -610,24 +628,47 @@ class Bridge:
                         continue
                     report.fetched += 1
                 appointment = self._with_services(listed, mapping_ids)
-            todo.append((appointment, cached, unchanged))
+            todo.append((appointment, cached, unchanged, quiet if unchanged else None))
         # Written in chunks of PLAN_CHUNK rows, one transaction each when any row changed: one commit per chunk
         # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite). Changed rows
         # first: their jobs are committed and the workers woken before the unchanged rows are checked.
         todo.sort(key=lambda item: item[2])
         for n in range(0, len(todo), PLAN_CHUNK):
             chunk = todo[n:n + PLAN_CHUNK]
-            with (transaction() if not all(unchanged for _a, _c, unchanged in chunk) else nullcontext()):
-                for appointment, cached, unchanged in chunk:
+            with (transaction() if not all(unchanged for _a, _c, unchanged, _q in chunk) else nullcontext()):
+                for appointment, cached, unchanged, quiet in chunk:
                     if appointment.id in context.rejected:
                         RejectedRow.delete().where(RejectedRow.appointment_id == appointment.id).execute()
                     # An unchanged row is not written again (an idle poll writes nothing); a row stored in a
                     # newer state meanwhile is left as it is, and not planned from this older list.
                     if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
                         continue
-                    report.enqueued += self._plan(appointment, connections, context=context)
+                    enqueued = self._plan(appointment, connections, context=context)
+                    report.enqueued += enqueued
+                    if quiet is not None and not enqueued:
+                        state.quiet_now[appointment.id] = quiet
             if report.enqueued:
                 self.rt.work_available.set()  # the chunk's jobs are committed now: workers may take them
+
+    def _plan_inputs(self) -> tuple:
+        """What every row's plan depends on besides the row, its mappings and its jobs: the sync settings
+        (texts, colours, direction, filters, telemedicine …), the site and its timezone. Read once per listing."""
+        return (tuple(repr(self.cfg.get(s.name)) for s in SETTINGS if s.section == "sync"), self.site,
+                self.site_timezone())
+
+    def _quiet_key(self, cached: AppointmentRow, connection: Connection | None, context: PlanContext,
+                   token: tuple) -> tuple:
+        """Every input of ``_plan`` for an unchanged row: when a row comes again with the same key, planning it
+        again would find the same nothing to do (a plan of an unchanged row depends on the clock only
+        through "delete a future cancelled one", which the passing time turns into "keep", never into work).
+        So an idle poll of thousands of rows does not parse, decide and hash each one again."""
+        appointment_id = cached.id
+        mappings = tuple((m.id, m.connection_id, m.calendar_id, m.pushed_hash, m.hangout_link, m.conference_status)
+                         for m in context.mappings.get(appointment_id, []))
+        where = None if connection is None else (connection.id, connection.calendar_id, connection.state,
+                                                 connection.awaiting_confirmation)
+        return (cached.list_hash, cached.last_seen_at, where, mappings, appointment_id in context.pending_ids,
+                appointment_id in context.open_conflicts, token, self.doctor_timezone(cached.doctor_id))
 
     def _with_services(self, appointment: Appointment, mapping_ids: tuple[int, ...]) -> Appointment:
         return appointment.with_services(tuple(mapping_ids), self._service_ids(tuple(mapping_ids)))
@@ -716,7 +757,7 @@ class Bridge:
                 # (Not asked again when that very version is already waiting: a poll during a long first sync.)
                 enqueued += self._enqueue_push(appointment.id, connection.id, change=fingerprint, revive=revive)
         elif decision.action == "delete" and (mapping is not None or (
-                any(pending == appointment.id for pending, _calendar in context.pending)
+                appointment.id in context.pending_ids
                 and pending_writes.unconfirmed_inserts(appointment.id, connection.id))):
             enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
         return enqueued

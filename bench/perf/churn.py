@@ -452,6 +452,9 @@ def run(env, args, say) -> dict:
         data["unseen_changes"] = [f"{c['kind']} of {c['id']} ({c['window']})" for c in mine if c["seen"] is None]
         data["kinds"] = {k: sum(c["kind"] == k for c in mine) for k in
                          ("reschedule", "status", "cancel", "create", "delete")}
+        # Near-window p95 by kind: which path makes the tail (a deletion is confirmed with a GET first).
+        data["near_p95_by_kind"] = {k: summarize([c for c in mine if c["window"] == "near" and c["kind"] == k])["p95"]
+                                    for k, n in data["kinds"].items() if n}
         req = data["requests"]
         say(f"b: {phase}: near p50/p95/max {fmt_s(data['near']['p50'])}/{fmt_s(data['near']['p95'])}/"
             f"{fmt_s(data['near']['max'])}, far {fmt_s(data['far']['p50'])}/{fmt_s(data['far']['p95'])}/"
@@ -495,6 +498,9 @@ def notes(b: dict) -> str:
     for phase, data in b["phases"].items():
         req = data["requests"]
         kinds = ", ".join(f"{n} {k}" for k, n in data["kinds"].items() if n)
+        by_kind = data.get("near_p95_by_kind") or {}
+        if by_kind:
+            kinds += " (near p95 by kind: " + ", ".join(f"{k} {fmt_s(v)}" for k, v in by_kind.items()) + ")"
         unseen = data.get("unseen_changes") or []
         parts.append(f"{phase}: {kinds}; Google requests {req['google']}, KiviCare requests {req['kivicare']}; "
                      f"{data['hints_sent']} hints sent ({data['hints_failed']} not answered 2xx)"

@@ -484,7 +484,7 @@ class Bridge:
         """List appointments starting in ``[start, end)`` (UTC, whole days), plan them, and confirm the rows
         known in that span that the list no longer shows. Rows outside the span are left alone.
 
-        Listed in pages of ``kivicare.page_size`` rows, the next page asked while this one is planned, so the
+        Listed in pages of ``bridge.list_page_size`` rows, the next page asked while this one is planned, so the
         first pushes of a large first sync start after one page instead of the whole list. A page that fails
         fails the poll: the pages before it are planned (they are what KiviCare said), but nothing is taken
         for deleted, since only a whole listing shows what is missing."""
@@ -508,7 +508,6 @@ class Bridge:
             if i not in seen and i not in rejected_ids]
         missing = [row for n in range(0, len(missing_ids), PlanContext.CHUNK) for row in AppointmentRow.select().where(
             AppointmentRow.id.in_(missing_ids[n:n + PlanContext.CHUNK]))]
-        doctor_exists: dict[int, bool] = {}
 
         def confirm(row: AppointmentRow) -> tuple[datetime, Appointment | None, Exception | None]:
             """``GET /appointments/{id}`` for one missing row: (when asked, the detail or None, 404/bad)."""
@@ -525,16 +524,27 @@ class Bridge:
         with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(missing))),
                                 thread_name_prefix="confirm") as pool:
             answers = list(pool.map(confirm, missing))
+        # Deleting a doctor deletes their appointments without hooks: each doctor with a row KiviCare no longer
+        # knows is checked first (``GET /doctors/{id}``, a few at once), so a removed doctor's events are left
+        # for the admin, not deleted one by one.
+        gone_doctors = list(dict.fromkeys(row.doctor_id for row, (_a, _d, problem) in zip(missing, answers)
+                                          if isinstance(problem, KiviCareNotFound)))
+
+        def check(doctor_id: int) -> None:
+            try:
+                self.refresh_doctor(doctor_id)
+            finally:
+                close_database()  # a pool thread: its connection must not leak
+
+        with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(gone_doctors))),
+                                thread_name_prefix="confirm") as pool:
+            list(pool.map(check, gone_doctors))
+        removed = {doctor for (doctor,) in Connection.select(Connection.doctor).where(
+            Connection.doctor.in_(gone_doctors) & (Connection.state == "removed")).tuples()} if gone_doctors else set()
         for row, (asked_at, detail, problem) in zip(missing, answers):
             report.missing_checked += 1
             if isinstance(problem, KiviCareNotFound):
-                if row.doctor_id not in doctor_exists:
-                    # Deleting a doctor deletes their appointments without hooks: check the doctor first,
-                    # so a removed doctor's events are left for the admin, not deleted one by one.
-                    self.refresh_doctor(row.doctor_id)
-                    doctor_exists[row.doctor_id] = not Connection.select().where(
-                        (Connection.doctor == row.doctor_id) & (Connection.state == "removed")).exists()
-                if not doctor_exists[row.doctor_id]:
+                if row.doctor_id in removed:
                     continue
                 report.deleted += 1
                 AppointmentRow.update(present=False, last_seen_at=asked_at).where(AppointmentRow.id == row.id).execute()

@@ -190,3 +190,28 @@ def test_polls_keep_their_rate_when_a_poll_takes_most_of_the_interval(make_runti
     finally:
         kivicare.latency = 0.0
         loop.stop()
+
+
+def test_a_stop_is_not_held_up_by_a_long_queue(make_runtime, kivicare, google):
+    """A worker finishes the job in hand and claims no other once the loop is stopping: a queue of pushes
+    (each 0.3 s at Google, one per request) does not keep the process running until it is empty."""
+    from sidecar.storage.models import Job
+
+    runtime = make_runtime(**{"bridge.poll_seconds": 1, "google.batch_size": 1})
+    connect(runtime, google, ANNA)
+    service = [mapping_id(runtime, ANNA, GENERAL)]
+    for n in range(40):
+        kivicare.create_appointment(doctor_id=ANNA, patient_id=5, start_utc=at(2 + n % 5, 7 + n // 5, 10),
+                                    service_mapping_ids=service)
+    google.latency = 0.3
+    loop = BridgeLoop(runtime, workers=1)
+    loop.start()
+    try:
+        assert wait_for(lambda: Job.select().where((Job.kind == "push") & (Job.state == "done")).count() >= 2)
+    finally:
+        began = time.monotonic()
+        loop.stop()
+        stopped_in = time.monotonic() - began
+        google.latency = 0
+    assert stopped_in < 3, stopped_in
+    assert Job.select().where((Job.kind == "push") & (Job.state == "pending")).count() > 10  # left for next time

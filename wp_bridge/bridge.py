@@ -882,14 +882,16 @@ class Bridge:
 
     # ---- workers: jobs → Google → mapping table -------------------------------------------------------
 
-    def run_due_jobs(self, worker: str | None = None, limit: int | None = None) -> int:
-        """Run due jobs until none is due (or ``limit``). Returns how many ran. Never raises for a job.
+    def run_due_jobs(self, worker: str | None = None, limit: int | None = None,
+                     stop: threading.Event | None = None) -> int:
+        """Run due jobs until none is due (or ``limit``, or ``stop`` is set: the job in hand is finished, no
+        other is claimed). Returns how many ran. Never raises for a job.
 
         A ``push`` job claims up to ``google.batch_size - 1`` more due pushes of the same connection, whose
         Google writes then go in one batch request (``run_push_batch``); 1 = one request per job."""
         worker = worker or jobs.worker_id(threading.current_thread().name)
         done = 0
-        while limit is None or done < limit:
+        while (limit is None or done < limit) and not (stop is not None and stop.is_set()):
             job = jobs.claim(worker)
             if job is None:
                 return done

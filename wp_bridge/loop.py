@@ -162,7 +162,7 @@ class BridgeLoop:
             # Cleared before looking, so work queued while we run is not slept through.
             self.work_available.clear()
             try:
-                ran = self.bridge.run_due_jobs(name)
+                ran = self.bridge.run_due_jobs(name, stop=self.stopping)  # a stop is not held up by a long queue
             except Exception:  # e.g. the database briefly locked; try again shortly
                 log.exception("worker error")
                 ran = 0

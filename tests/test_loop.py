@@ -4,7 +4,7 @@ import time
 
 from wp_bridge.loop import BridgeLoop
 
-from .conftest import ANNA, connect
+from .conftest import ANNA, MARC, SOFIA, connect
 from .test_sync_engine import GENERAL, at, mapping_id, our_events
 
 
@@ -215,3 +215,24 @@ def test_a_stop_is_not_held_up_by_a_long_queue(make_runtime, kivicare, google):
         google.latency = 0
     assert stopped_in < 3, stopped_in
     assert Job.select().where((Job.kind == "push") & (Job.state == "pending")).count() > 10  # left for next time
+
+
+def test_a_stop_during_the_start_checks_ends_them_without_a_poll(make_runtime, kivicare, google):
+    """Each KiviCare request takes 0.4 s; three doctors are connected. Stopped while the start checks run,
+    the loop reads no further doctor and lists nothing: it stops in about one request's time."""
+    runtime = make_runtime(**{"bridge.poll_seconds": 1})
+    for doctor in (ANNA, MARC, SOFIA):
+        connect(runtime, google, doctor)
+    kivicare.reset_requests()
+    kivicare.latency = 0.4
+    loop = BridgeLoop(runtime, workers=1)
+    try:
+        loop.start()
+        time.sleep(0.2)
+        began = time.monotonic()
+        loop.stop()
+        stopped_in = time.monotonic() - began
+    finally:
+        kivicare.latency = 0.0
+    assert stopped_in < 1.5, stopped_in
+    assert not [r for r in kivicare.requests if r["path"].endswith("/kivicare/v1/appointments")]

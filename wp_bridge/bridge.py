@@ -1397,8 +1397,10 @@ class Bridge:
 
     # ---- the loop --------------------------------------------------------------------------------
 
-    def startup(self) -> list[str]:
-        """Checks before the first poll: add-ons (may raise RefuseToRun), template import, dead leases."""
+    def startup(self, stop: threading.Event | None = None) -> list[str]:
+        """Checks before the first poll: add-ons (may raise RefuseToRun), template import, dead leases, and
+        each connected doctor's name and timezone (``GET /doctors/{id}``, a few at once: one after the other,
+        200 doctors held the first poll ~14 s). ``stop`` set: the doctors not read yet are left for later."""
         released = jobs.release_dead_leases()
         if released:
             log.info("released %d jobs left by a stopped process", released)
@@ -1407,11 +1409,21 @@ class Bridge:
             self.import_kivicare_template()
         except KiviCareError as exc:
             log.warning("could not read KiviCare's Google event template: %s", exc)
-        for connection in self._connections().values():
+        doctors = [connection.doctor_id for connection in self._connections().values()]
+
+        def refresh(doctor_id: int) -> None:
+            if stop is not None and stop.is_set():
+                return
             try:
-                self.refresh_doctor(connection.doctor_id)
+                self.refresh_doctor(doctor_id)
             except KiviCareError:
-                pass
+                pass  # read again at the next start; the stored name and zone stand meanwhile
+            finally:
+                close_database()  # a pool thread: its connection must not leak
+
+        with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(doctors))),
+                                thread_name_prefix="startup") as pool:
+            list(pool.map(refresh, doctors))
         return warnings
 
     def pull_connection(self, connection: Connection):

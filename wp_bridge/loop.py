@@ -101,7 +101,7 @@ class BridgeLoop:
         delay = 5.0
         while not self.stopping.is_set():
             try:
-                self.bridge.startup()
+                self.bridge.startup(stop=self.stopping)
                 self.rt.clear_state("refused")
                 return True
             except RefuseToRun as exc:
@@ -118,7 +118,7 @@ class BridgeLoop:
         return False
 
     def _poller(self) -> None:
-        if not self._startup():
+        if not self._startup() or self.stopping.is_set():  # stopped during the start checks: no poll
             return
         self.started.set()
         # Polls start every poll_seconds on a fixed rate (from each poll's start, not its end: a poll listing a

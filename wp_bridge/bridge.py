@@ -76,6 +76,19 @@ def _valid_zone(name: str) -> bool:
 NOT_FOUND = object()  # ``_job_connection``'s ``connection`` when the caller looked and found no row
 
 
+def _in_pool(call, items: list, *, workers: int, name: str) -> list:
+    """``[call(item) for item in items]``, up to ``workers`` at once in pool threads (in order; an exception
+    is raised here). Each call's database connection is closed after it: a pool thread's must not leak."""
+    def run(item):
+        try:
+            return call(item)
+        finally:
+            close_database()
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items))), thread_name_prefix=name) as pool:
+        return list(pool.map(run, items))
+
+
 class RefuseToRun(RuntimeError):
     """Another Google integration is active in KiviCare; running both would duplicate events."""
 
@@ -516,29 +529,16 @@ class Bridge:
                 return asked_at, client.get_appointment(row.id), None
             except (KiviCareNotFound, BadAppointment) as exc:
                 return asked_at, None, exc
-            finally:
-                close_database()  # a pool thread (an encrypted answer notes a state): its connection must not leak
 
         # A few at once (a deletion waits for the poll's end, where the mass-delete guard looks). Another
         # KiviCare error fails the whole poll before any row is acted on, as a failed list does.
-        with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(missing))),
-                                thread_name_prefix="confirm") as pool:
-            answers = list(pool.map(confirm, missing))
+        answers = _in_pool(confirm, missing, workers=CONFIRM_CONCURRENCY, name="confirm")
         # Deleting a doctor deletes their appointments without hooks: each doctor with a row KiviCare no longer
         # knows is checked first (``GET /doctors/{id}``, a few at once), so a removed doctor's events are left
         # for the admin, not deleted one by one.
         gone_doctors = list(dict.fromkeys(row.doctor_id for row, (_a, _d, problem) in zip(missing, answers)
                                           if isinstance(problem, KiviCareNotFound)))
-
-        def check(doctor_id: int) -> None:
-            try:
-                self.refresh_doctor(doctor_id)
-            finally:
-                close_database()  # a pool thread: its connection must not leak
-
-        with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(gone_doctors))),
-                                thread_name_prefix="confirm") as pool:
-            list(pool.map(check, gone_doctors))
+        _in_pool(self.refresh_doctor, gone_doctors, workers=CONFIRM_CONCURRENCY, name="confirm")
         removed = {doctor for (doctor,) in Connection.select(Connection.doctor).where(
             Connection.doctor.in_(gone_doctors) & (Connection.state == "removed")).tuples()} if gone_doctors else set()
         for row, (asked_at, detail, problem) in zip(missing, answers):
@@ -1418,12 +1418,8 @@ class Bridge:
                 self.refresh_doctor(doctor_id)
             except KiviCareError:
                 pass  # read again at the next start; the stored name and zone stand meanwhile
-            finally:
-                close_database()  # a pool thread: its connection must not leak
 
-        with ThreadPoolExecutor(max_workers=max(1, min(CONFIRM_CONCURRENCY, len(doctors))),
-                                thread_name_prefix="startup") as pool:
-            list(pool.map(refresh, doctors))
+        _in_pool(refresh, doctors, workers=CONFIRM_CONCURRENCY, name="startup")
         return warnings
 
     def pull_connection(self, connection: Connection):
@@ -1459,20 +1455,13 @@ class Bridge:
             except Exception:  # one doctor's bug must not stop the others' pulls
                 log.exception("pull for doctor %s failed", connection.doctor_id)
 
-        def pull_in_pool(connection: Connection) -> None:
-            try:
-                pull_one(connection)
-            finally:
-                close_database()  # the pool's threads end with the pull: their connections must not leak
-
         # Doctors at once (each has its own Google quota); one doctor's pulls never overlap (_pull_lock_of).
         threads = max(1, min(int(self.cfg.get("bridge.pull_concurrency")), len(due)))
         if threads == 1:
             for connection in due:
                 pull_one(connection)
         else:
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pull") as pool:
-                list(pool.map(pull_in_pool, due))
+            _in_pool(pull_one, due, workers=threads, name="pull")
         return len(due)
 
     def _pull_lock_of(self, doctor_id: int) -> threading.Lock:

@@ -105,10 +105,7 @@ def inserts_among(rows: list[PendingWrite], connection_id: int | None = None) ->
 def unconfirmed_inserts(appointment_id: str, connection_id: int | None = None) -> list[PendingWrite]:
     """Pending rows of ``appointment_id`` (optionally of one connection) that sent a write: an event may
     exist in Google that no mapping knows of."""
-    query = PendingWrite.select().where(PendingWrite.appointment_id == appointment_id)
-    if connection_id is not None:
-        query = query.where(PendingWrite.connection == connection_id)
-    return inserts_among(list(query))
+    return inserts_among(of_appointment(appointment_id), connection_id)
 
 
 def echo(event: CalendarEvent, pending: PendingWrite | None) -> dict | None:

@@ -43,9 +43,8 @@ class BridgeLoop:
     def start(self, poller: bool = True) -> None:
         """``poller`` False: job workers only (``python -m sidecar worker``; ``serve`` polls)."""
         if poller:
-            every = int(self.rt.cfg.get("bridge.poll_seconds"))
             self.scheduler.every(1).days.do(self.purge)
-            self.pull_scheduler.every(every).seconds.do(self.pull)
+            self.pull_scheduler.every(self.poll_seconds).seconds.do(self.pull)
             self.threads.append(threading.Thread(target=self._poller, name="poller", daemon=True))
             self.threads.append(threading.Thread(target=self._puller, name="puller", daemon=True))
         for n in range(self.workers):

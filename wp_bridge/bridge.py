@@ -27,7 +27,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -105,6 +105,13 @@ class PollReport:
     enqueued: int = 0
     windows: tuple[str, ...] = ()  # the parts listed: "near", "far" (both after a start or when asked)
     errors: list[str] = field(default_factory=list)
+
+    def add(self, other: "PollReport") -> None:
+        """Count ``other`` (another window's listing of the same poll) in: its counts summed, its errors."""
+        for f in fields(self):
+            if isinstance(getattr(self, f.name), int):
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.errors += other.errors
 
 
 @dataclass(frozen=True)
@@ -481,11 +488,8 @@ class Bridge:
             # part (~0.07 s) every bridge.far_poll_seconds.
             report = PollReport()
             for n, window in enumerate(windows):
-                part = self._poll_window(window.start, window.end, first=n == 0, last=n == len(windows) - 1,
-                                         name=window.name)
-                for name in ("listed", "fetched", "rejected", "missing_checked", "deleted", "enqueued"):
-                    setattr(report, name, getattr(report, name) + getattr(part, name))
-                report.errors += part.errors
+                report.add(self._poll_window(window.start, window.end, first=n == 0, last=n == len(windows) - 1,
+                                             name=window.name))
             report.windows = tuple(w.name for w in windows)
             return report
         finally:

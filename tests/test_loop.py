@@ -135,7 +135,6 @@ def _kivicare_lists(kivicare) -> int:
 def test_a_slow_google_pull_does_not_delay_the_kivicare_poll(make_runtime, kivicare, google):
     """Issue 7, scenario c: one KiviCare poll per ``poll_seconds`` even when each Google request takes 1.5 s
     (the pull runs in its own thread; before, the poller waited for it and polled about half as often)."""
-    from .conftest import MARC
     runtime = make_runtime(**{"bridge.poll_seconds": 1})
     connect(runtime, google, ANNA)
     connect(runtime, google, MARC)
@@ -154,7 +153,6 @@ def test_a_slow_google_pull_does_not_delay_the_kivicare_poll(make_runtime, kivic
 
 
 def test_pull_all_reads_several_doctors_at_once(make_runtime, kivicare, google):
-    from .conftest import MARC, SOFIA
     runtime = make_runtime(**{"bridge.pull_concurrency": 3})
     for doctor in (ANNA, MARC, SOFIA):
         connect(runtime, google, doctor)

@@ -534,20 +534,20 @@ class Inbound:
     def blocks_time(self, connection: Connection, event: CalendarEvent, doctors: dict[str, int] | None = None) -> bool:
         """RFC 5545 / Google rules: opaque, not cancelled, not declined, not working location, not one of
         this doctor's own appointments; out-of-office always blocks. ``doctors``: appointment id -> doctor id
-        of our events' rows when the caller read them at once (``_doctors_of``); else read here."""
+        of our events' rows when the caller read them at once (``doctors_of``); else read here."""
         if event.cancelled or event.start is None or event.end is None or event.end <= event.start:
             return False
         if event.declined or event.event_type == "workingLocation":
             return False
         if self._is_ours(event):
             if doctors is None:
-                doctors = self._doctors_of([event])
+                doctors = self.doctors_of([event])
             doctor_id = doctors.get(event.appointment_id)
             if doctor_id is None or doctor_id == connection.doctor_id:
                 return False  # KiviCare already knows its own appointments
         return event.busy or event.event_type == "outOfOffice"
 
-    def _doctors_of(self, events: list[CalendarEvent]) -> dict[str, int]:
+    def doctors_of(self, events: list[CalendarEvent]) -> dict[str, int]:
         """Appointment id -> doctor id of our events' rows, in one query per 500 (absent: no row)."""
         ids = list({event.appointment_id for event in events if self._is_ours(event)})
         found: dict[str, int] = {}
@@ -562,7 +562,7 @@ class Inbound:
         Read at once, not per event: the doctors of our own events, and the events holding a block, so the
         echo of our own writes (every event we insert comes back in the next pull) costs no statement."""
         before = self._digest(connection)
-        doctors = self._doctors_of(events)
+        doctors = self.doctors_of(events)
         this_calendar = (BusyBlock.connection == connection.id) & (BusyBlock.calendar_id == calendar_id)
         with transaction():
             if full:

@@ -145,7 +145,8 @@ def _busy(runtime, connection: Connection, start: datetime, end: datetime) -> tu
             count += len(spans)
             read.append(name)
             continue
-        count += sum(1 for event in events if bridge.inbound.blocks_time(connection, event))
+        doctors = bridge.inbound.doctors_of(events)  # our events' doctors, read at once
+        count += sum(1 for event in events if bridge.inbound.blocks_time(connection, event, doctors))
         read.append(name)
     return count, read, unreadable
 

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sidecar.storage.models import Appointment as AppointmentRow, Conflict, MeetMapping
+from sidecar.storage.models import Appointment as AppointmentRow, Conflict, Job, MeetMapping
+from wp_bridge.bridge import BACKLOG_LONGEST_WAIT, BACKLOG_PUT_OFF
 from wp_bridge.kivicare import KiviCareError
 
 from .conftest import ANNA, connect
@@ -165,6 +166,31 @@ def test_the_far_window_is_listed_at_start_and_then_only_when_its_interval_has_p
     # A clock that went backwards does not postpone the far window forever.
     clock.advance(-3600)
     assert runtime.bridge.poll("due").windows == ("near", "far")
+
+
+def test_a_timed_poll_waits_while_a_large_backlog_of_pushes_is_written_but_at_most_a_minute(setup, kivicare):
+    runtime, _, clock = setup
+    bridge = runtime.bridge
+    bridge.poll("due")
+    # A first sync of thousands: more pushes due than BACKLOG_PUT_OFF (for another doctor: never run here).
+    due = datetime.now(timezone.utc) - timedelta(seconds=1)
+    Job.insert_many([dict(kind="push", dedupe_key=f"push:{900000 + n}:999", payload={}, run_after=due,
+                          created_at=due, updated_at=due) for n in range(BACKLOG_PUT_OFF + 1)]).execute()
+    clock.advance(5)
+    kivicare.reset_requests()
+    report = bridge.poll("due")
+    assert report.put_off == BACKLOG_PUT_OFF + 1 and report.windows == () and listings(kivicare) == []
+    # A requested poll (a connect, a settings change) is never put off.
+    assert bridge.poll().windows == ("near", "far") and len(listings(kivicare)) == 2
+    clock.advance(BACKLOG_LONGEST_WAIT.total_seconds() - 1)
+    assert bridge.poll("due").put_off and len(listings(kivicare)) == 2
+    clock.advance(1)  # a minute since the last poll began: listed whatever waits
+    assert bridge.poll("due").windows == ("near",) and len(listings(kivicare)) == 3
+    # Once the backlog is written, polls run on time again.
+    clock.advance(5)
+    assert bridge.poll("due").put_off
+    Job.update(state="done").where(Job.dedupe_key.endswith(":999")).execute()
+    assert bridge.poll("due").windows == ("near",) and len(listings(kivicare)) == 4
 
 
 # ---- correctness -----------------------------------------------------------------------------------------

@@ -57,6 +57,11 @@ CONFIRM_CONCURRENCY = 4  # rows missing from a list confirmed with GET /appointm
 MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up and shown to the admin
 OUTAGE_BACKOFF_CAP = 60.0  # seconds: the longest wait between two tries during an outage
 CONFERENCE_RECHECK = timedelta(seconds=3)
+# A timed poll is put off while more pushes than this are due (a first sync of thousands): what it would find
+# would only queue behind them, and each listing costs KiviCare's server ~1.4 ms per row. Never for longer
+# than BACKLOG_LONGEST_WAIT after the last poll, so a change still shows within that time.
+BACKLOG_PUT_OFF = 1000
+BACKLOG_LONGEST_WAIT = timedelta(seconds=60)
 REFERENCE_TTL = timedelta(hours=1)
 
 
@@ -103,6 +108,7 @@ class PollReport:
     missing_checked: int = 0
     deleted: int = 0
     enqueued: int = 0
+    put_off: int = 0  # a timed poll put off (``Bridge.backlogged``): the pushes due, counted up to BACKLOG_PUT_OFF + 1
     windows: tuple[str, ...] = ()  # the parts listed: "near", "far" (both after a start or when asked)
     errors: list[str] = field(default_factory=list)
 
@@ -263,6 +269,7 @@ class Bridge:
         self._services_checked: datetime | None = None
         self._poll_lock = threading.Lock()
         self._far_listed_at: datetime | None = None  # None: not since start, so the first poll lists both
+        self._polled_at: datetime | None = None  # when the last poll began (by ``self.clock``)
         self._warned_near_days: int | None = None
         self._doctor_zones: dict[int, tuple[str | None, datetime]] = {}  # doctor id -> (stored zone, read at)
         self._clinic_addresses: dict[int, str] = {}  # clinic id -> address, as the last list rows gave it
@@ -452,21 +459,42 @@ class Bridge:
         elapsed = (self.clock() - self._far_listed_at).total_seconds()
         return elapsed < 0 or elapsed + slack >= int(self.cfg.get("bridge.far_poll_seconds"))
 
+    def backlogged(self) -> int:
+        """The pushes due now (counted up to ``BACKLOG_PUT_OFF`` + 1) when there are more than
+        ``BACKLOG_PUT_OFF`` and the last poll began less than ``BACKLOG_LONGEST_WAIT`` ago; else 0.
+
+        During a first sync of thousands of appointments the workers are busy for a minute or more: a poll
+        then would re-list every row only to find their pushes still waiting, and a change it found would
+        queue behind them anyway (jobs run oldest first)."""
+        if self._polled_at is None:
+            return 0
+        elapsed = self.clock() - self._polled_at
+        if elapsed < timedelta(0) or elapsed >= BACKLOG_LONGEST_WAIT:
+            return 0
+        waiting = jobs.backlog("push", BACKLOG_PUT_OFF + 1)
+        return waiting if waiting > BACKLOG_PUT_OFF else 0
+
     def poll(self, scope: str = "all", *, slack: float = 0.0) -> PollReport:
         """One poll of KiviCare. Raises KiviCareError when KiviCare cannot be read (nothing is changed then).
 
         ``scope``: "all" (near and far windows: the default, for a start, a connect or a settings change),
         "due" (the loop's timer: the near window, plus the far window when ``far_due(slack)``), "near" or
         "far". Each window is its own listing, near first. Raises ValueError for another scope.
+
+        A "due" poll lists nothing while ``backlogged()``: its report's ``put_off`` holds the pushes due.
         """
         if scope not in POLL_SCOPES:
             raise ValueError(f"unknown poll scope {scope!r}; expected one of {', '.join(POLL_SCOPES)}")
         with self._poll_lock:
+            if scope == "due":
+                waiting = self.backlogged()
+                if waiting:
+                    return PollReport(put_off=waiting)
             near, far = self.poll_windows()
             windows = {"all": (near, far), "due": (near, far if self.far_due(slack) else None),
                        "near": (near,), "far": (far,)}[scope]
             windows = tuple(w for w in windows if w is not None)
-            began = self.clock()
+            began = self._polled_at = self.clock()
             try:
                 report = self._poll(windows)
             except KiviCareError as exc:

@@ -104,6 +104,13 @@ def waiting(keys: list[str]) -> dict[str, str | None]:
     return {row.dedupe_key: (row.payload or {}).get(CHANGE) for row in rows}
 
 
+def backlog(kind: str, at_most: int) -> int:
+    """How many ``kind`` jobs are pending and due now, counted up to ``at_most`` (the count stops there, so a
+    queue of 100,000 jobs costs no more to ask about than one of ``at_most``)."""
+    return Job.select(Job.id).where((Job.kind == kind) & (Job.state == "pending")
+                                    & (Job.run_after <= utcnow())).limit(at_most).count()
+
+
 def _with_change(payload: dict, change: str | None) -> dict:
     if change is None:
         return payload

@@ -31,14 +31,14 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from peewee import IntegrityError
+from peewee import IntegrityError, fn
 
 from sidecar.calendars.base import (CalendarAuthError, CalendarChanged, CalendarError, CalendarRateLimited,
                                     CalendarUnavailable, EventSpec, EventState)
 from sidecar.calendars.google import MAX_BATCH_CALLS, GoogleCalendar, Upsert, event_body, event_id_for
 from sidecar.config import SETTINGS
 from sidecar.storage import close_database, database, transaction
-from sidecar.storage.prepared import Prepared
+from sidecar.storage.prepared import Prepared, PreparedWrite
 from sidecar.storage.models import (Appointment as AppointmentRow, Conflict, Connection, Doctor, Job, MeetMapping,
                                     PendingWrite, RejectedRow, SyncCursor, utcnow)
 
@@ -220,6 +220,28 @@ _PUSH_MAPPINGS = Prepared(lambda key, calendar, connection: MeetMapping.select()
     str, str, int)
 _OPEN_CONFLICT = Prepared(lambda key: Conflict.select(Conflict.id).where(
     (Conflict.appointment_id == key) & (Conflict.state == "open")).limit(1), str)
+# ... and its write: the mapping inserted, or every column but the key and created_at updated.
+_MAPPING_KEY = (MeetMapping.appointment_id, MeetMapping.calendar_id, MeetMapping.created_at)
+_MAPPING_VALUES = (MeetMapping.doctor_id, MeetMapping.connection, MeetMapping.event_id, MeetMapping.etag,
+                   MeetMapping.hangout_link, MeetMapping.conference_status, MeetMapping.conference_request,
+                   MeetMapping.pushed_hash, MeetMapping.pushed_body, MeetMapping.google_updated, MeetMapping.state,
+                   MeetMapping.updated_at)
+_UPSERT_MAPPING = PreparedWrite(lambda *values: MeetMapping.insert(
+    dict(zip(_MAPPING_KEY + _MAPPING_VALUES, values))).on_conflict(
+    conflict_target=[MeetMapping.appointment_id, MeetMapping.calendar_id],
+    update=dict(zip(_MAPPING_VALUES, values[len(_MAPPING_KEY):]))), *_MAPPING_KEY, *_MAPPING_VALUES)
+# The poll's writes of a listed row (``Bridge._remember``): a new row, or a newer observation of a known one
+# (nothing written when the stored row was observed later; its changed_at kept when None is given).
+_ROW_COLUMNS = (AppointmentRow.doctor_id, AppointmentRow.start_utc, AppointmentRow.end_utc, AppointmentRow.status,
+                AppointmentRow.list_hash, AppointmentRow.data, AppointmentRow.present, AppointmentRow.last_seen_at,
+                AppointmentRow.changed_at)
+_INSERT_ROW = PreparedWrite(lambda key, first_seen, *values: AppointmentRow.insert(
+    {AppointmentRow.id: key, AppointmentRow.first_seen_at: first_seen, **dict(zip(_ROW_COLUMNS, values))}),
+    AppointmentRow.id, AppointmentRow.first_seen_at, *_ROW_COLUMNS)
+_UPDATE_ROW = PreparedWrite(lambda key, *values: AppointmentRow.update(
+    {**dict(zip(_ROW_COLUMNS[:-1], values[:-1])),
+     AppointmentRow.changed_at: fn.COALESCE(values[-1], AppointmentRow.changed_at)}).where(
+    (AppointmentRow.id == key) & (AppointmentRow.last_seen_at <= values[-2])), AppointmentRow.id, *_ROW_COLUMNS)
 
 
 @dataclass
@@ -727,22 +749,20 @@ class Bridge:
         the observation time), and must not be overwritten by it.
         """
         now = utcnow()
-        values = dict(doctor_id=appointment.doctor_id, start_utc=appointment.start, end_utc=appointment.end,
-                      status=appointment.status, list_hash=list_hash or appointment.row_hash,
-                      data=appointment.to_dict(), present=True, last_seen_at=observed_at)
         if before is Bridge._UNREAD:
             before = AppointmentRow.get_or_none(AppointmentRow.id == appointment.id)
-        if before is None or Appointment.from_dict(before.data) != appointment:
-            values["changed_at"] = now  # when the sidecar saw KiviCare's change (the "most recent" rule)
+        # changed_at: when the sidecar saw KiviCare's change (the "most recent" rule); None keeps the stored one
+        changed_at = now if before is None or Appointment.from_dict(before.data) != appointment else None
+        values = (appointment.doctor_id, appointment.start, appointment.end, appointment.status,
+                  list_hash or appointment.row_hash, appointment.to_dict(), True, observed_at, changed_at)
         if before is None:
             try:
                 with database.atomic():  # a savepoint inside a transaction: PostgreSQL aborts it on the error
-                    AppointmentRow.insert(id=appointment.id, first_seen_at=now, **values).execute()
+                    _INSERT_ROW.run(appointment.id, now, *values)
                 return True
             except IntegrityError:
                 pass  # stored meanwhile (a hint's fetch): the guarded update below decides
-        return bool(AppointmentRow.update(**values).where(
-            (AppointmentRow.id == appointment.id) & (AppointmentRow.last_seen_at <= observed_at)).execute())
+        return bool(_UPDATE_ROW.run(appointment.id, *values))
 
     def _reject(self, appointment_id: str, digest: str, problem: str) -> None:
         """Log a malformed row once (per content), keep its existing event, carry on."""
@@ -1241,9 +1261,7 @@ class Bridge:
                       pushed_body=pushed_body, google_updated=state.updated, state="active", updated_at=now)
         action = "update" if (mapping is not None and mapping.state == "active") else "create"
         with transaction():
-            (MeetMapping.insert(appointment_id=appointment_id, calendar_id=calendar_id, created_at=now, **values)
-             .on_conflict(conflict_target=[MeetMapping.appointment_id, MeetMapping.calendar_id],
-                          update={getattr(MeetMapping, k): v for k, v in values.items()}).execute())
+            _UPSERT_MAPPING.run(appointment_id, calendar_id, now, **values)
             pending_writes.clear(appointment_id, calendar_id)
             if tally is None:  # the log row too: one commit, not two
                 Connection.update(synced_count=Connection.synced_count + 1, last_sync_at=now, last_error="").where(

@@ -32,6 +32,7 @@ import peewee
 
 from sidecar.storage import database, transaction
 from sidecar.storage.models import Job, utcnow
+from sidecar.storage.prepared import Prepared, PreparedWrite
 
 LEASE = timedelta(seconds=120)
 HOST = socket.gethostname()
@@ -68,11 +69,10 @@ def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | No
     with transaction():
         # Locked, so a worker cannot complete the job between the read of its state and the bump below
         # (that would leave the newer change marked done). SQLite's BEGIN IMMEDIATE already serialises.
-        job = _locking(Job.select().where(Job.dedupe_key == key)).first()
+        job = _BY_KEY.first(key)
         if job is None:
             # Two enqueues of a new key at once: one insert fails on the unique key and is retried as a bump.
-            Job.create(kind=kind, dedupe_key=key, payload=_with_change(payload or {}, change), run_after=due,
-                       created_at=now, updated_at=now)
+            _INSERT.run(kind, key, _with_change(payload or {}, change), due, now, now)
             return True
         stored = (job.payload or {}).get(CHANGE)
         if job.state == "failed" and not revive and change is not None and change == stored:
@@ -89,6 +89,12 @@ def _enqueue(kind: str, key: str, payload: dict | None, run_after: datetime | No
             fields[Job.run_after] = due
         Job.update(fields).where(Job.id == job.id).execute()
         return True
+
+
+# Built once (sidecar/storage/prepared.py): a first sync enqueues thousands. Locked as ``_locking`` says.
+_BY_KEY = Prepared(lambda key: _locking(Job.select().where(Job.dedupe_key == key)), str)
+_COLUMNS = (Job.kind, Job.dedupe_key, Job.payload, Job.run_after, Job.created_at, Job.updated_at)
+_INSERT = PreparedWrite(lambda *values: Job.insert(dict(zip(_COLUMNS, values))), *_COLUMNS)
 
 
 def waiting(keys: list[str]) -> dict[str, str | None]:

@@ -23,7 +23,7 @@ import peewee
 from sidecar.calendars.base import CalendarEvent
 from sidecar.storage import database, transaction
 from sidecar.storage.models import PendingWrite, utcnow
-from sidecar.storage.prepared import Prepared
+from sidecar.storage.prepared import Prepared, PreparedWrite
 
 #: Entries kept per (appointment, calendar): a burst of changes during an outage sends a few versions.
 KEEP = 10
@@ -46,15 +46,14 @@ def record(appointment_id: str, connection_id: int, calendar_id: str, event_id: 
         try:
             if database.obj.in_transaction():
                 with transaction():  # a savepoint, so a refusal leaves the caller's transaction usable
-                    PendingWrite.insert(values).execute()
+                    _INSERT.run(**values)
             else:
-                PendingWrite.insert(values).execute()  # one statement commits on its own
+                _INSERT.run(**values)  # one statement commits on its own
             return
         except peewee.IntegrityError:
             pass  # created meanwhile: read it below
     elif current is not UNREAD:
-        if PendingWrite.update(sent=_appended(current.sent, entry), event_id=event_id, connection=connection_id,
-                               updated_at=now).where(PendingWrite.id == current.id).execute():
+        if _APPEND.run(_appended(current.sent, entry), event_id, connection_id, now, current.id):
             return
     with transaction():
         row = PendingWrite.get_or_none((PendingWrite.appointment_id == appointment_id)
@@ -76,8 +75,7 @@ def _appended(sent: list | None, entry: dict) -> list:
 
 def clear(appointment_id: str, calendar_id: str) -> None:
     """Google's answer is recorded: nothing is pending any more. Call inside the recording transaction."""
-    PendingWrite.delete().where((PendingWrite.appointment_id == appointment_id)
-                                & (PendingWrite.calendar_id == calendar_id)).execute()
+    _CLEAR.run(appointment_id, calendar_id)
 
 
 def find(appointment_id: str, calendar_id: str) -> PendingWrite | None:
@@ -92,7 +90,18 @@ def of_appointment(appointment_id: str) -> list[PendingWrite]:
     return _OF_APPOINTMENT.rows(appointment_id)
 
 
+# Built once (sidecar/storage/prepared.py): every push makes these.
 _OF_APPOINTMENT = Prepared(lambda key: PendingWrite.select().where(PendingWrite.appointment_id == key), str)
+_COLUMNS = (PendingWrite.appointment_id, PendingWrite.connection, PendingWrite.calendar_id, PendingWrite.event_id,
+            PendingWrite.sent, PendingWrite.started_at, PendingWrite.updated_at)
+_INSERT = PreparedWrite(lambda *values: PendingWrite.insert(dict(zip(_COLUMNS, values))), *_COLUMNS)
+_APPEND = PreparedWrite(lambda sent, event_id, connection, at, row_id: PendingWrite.update(
+    {PendingWrite.sent: sent, PendingWrite.event_id: event_id, PendingWrite.connection: connection,
+     PendingWrite.updated_at: at}).where(PendingWrite.id == row_id),
+    PendingWrite.sent, PendingWrite.event_id, PendingWrite.connection, PendingWrite.updated_at, PendingWrite.id)
+_CLEAR = PreparedWrite(lambda key, calendar: PendingWrite.delete().where(
+    (PendingWrite.appointment_id == key) & (PendingWrite.calendar_id == calendar)),
+    PendingWrite.appointment_id, PendingWrite.calendar_id)
 
 
 def inserts_among(rows: list[PendingWrite], connection_id: int | None = None) -> list[PendingWrite]:

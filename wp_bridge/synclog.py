@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import peewee
-
 from sidecar.storage.models import SyncLog, utcnow
+from sidecar.storage.prepared import PreparedWrite
 
 KIVICARE_TO_GOOGLE = "kivicare→google"
 GOOGLE_TO_KIVICARE = "google→kivicare"
-CHUNK = 100  # rows per INSERT: 100 × 8 columns stays far below SQLite's limit on bound variables
+_COLUMNS = (SyncLog.at, SyncLog.doctor_id, SyncLog.appointment_id, SyncLog.action, SyncLog.outcome, SyncLog.direction,
+            SyncLog.error_class, SyncLog.message)
+# Built once (sidecar/storage/prepared.py): every push writes a row, and peewee would build each INSERT anew.
+_INSERT = PreparedWrite(lambda *values: SyncLog.insert(dict(zip(_COLUMNS, values))), *_COLUMNS)
 
 
 def sync_row(action: str, outcome: str, *, doctor_id: int | None = None, appointment_id: str = "",
@@ -23,11 +25,10 @@ def log_sync(action: str, outcome: str, *, doctor_id: int | None = None, appoint
              error: Exception | None = None, message: str = "", direction: str = KIVICARE_TO_GOOGLE) -> None:
     """One row: ``action`` (create, update, delete, cancel, reschedule, …), ``outcome`` (ok, retry, error,
     skipped), the error's class name and a message meant for the admin (never event or patient text)."""
-    SyncLog.insert(sync_row(action, outcome, doctor_id=doctor_id, appointment_id=appointment_id, error=error,
-                            message=message, direction=direction)).execute()
+    _INSERT.run(**sync_row(action, outcome, doctor_id=doctor_id, appointment_id=appointment_id, error=error,
+                           message=message, direction=direction))
 
 
 def log_many(rows: list[dict]) -> None:
-    """Rows made by ``sync_row`` (e.g. the outcomes of one batch of pushes), in a few INSERT statements."""
-    for chunk in peewee.chunked(rows, CHUNK):
-        SyncLog.insert_many(chunk).execute()
+    """Rows made by ``sync_row`` (e.g. the outcomes of one batch of pushes), in one call (``executemany``)."""
+    _INSERT.run_many(rows)

@@ -9,7 +9,8 @@ sandbox and Google are the same code path.
 Writes follow the NOTES: deterministic base32hex event ids make a repeated insert answer 409,
 which becomes get + patch; ``conferenceDataVersion=1`` on every write; we PATCH only the fields
 we own, so a doctor's own reminders or colour survive. ``upsert_many`` sends several writes in Google
-batch requests (``<root>/batch/calendar/v3``, derived from ``api_endpoint``). HTTP failures become the
+batch requests (``<root>/batch/calendar/v3``, derived from ``api_endpoint``; the client's batch with its
+multipart body made by hand, ``google_batch.LeanBatchHttpRequest``). HTTP failures become the
 named errors of ``sidecar.calendars.base`` here and nowhere else.
 """
 
@@ -34,11 +35,11 @@ from google.oauth2.credentials import Credentials
 from googleapiclient import discovery_cache
 from googleapiclient.discovery import build_from_document
 from googleapiclient.errors import HttpError
-from googleapiclient.http import BatchHttpRequest
 from tenacity import Retrying, retry_if_exception, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from .base import (CalendarAuthError, CalendarChanged, CalendarEvent, CalendarInfo, CalendarNotFound, CalendarRateLimited,
                    CalendarRequestError, CalendarSyncTokenExpired, CalendarUnavailable, EventSpec, EventState)
+from .google_batch import LeanBatchHttpRequest
 
 log = logging.getLogger(__name__)
 
@@ -502,7 +503,7 @@ class GoogleCalendar:
             nonlocal todo
             answers: dict[int, tuple] = {}
             http = self._http
-            batch = BatchHttpRequest(callback=lambda rid, resp, exc: answers.__setitem__(int(rid), (resp, exc)),
+            batch = LeanBatchHttpRequest(callback=lambda rid, resp, exc: answers.__setitem__(int(rid), (resp, exc)),
                                      batch_uri=self.batch_uri)
             for i in todo:
                 item = items[i]

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from wp_bridge.bridge import FIRST_SYNC_PAGE
+
 from .conftest import ANNA, connect
 from .test_poll_windows import Clock, book, detail_reads, listings, settle
 from .test_sync_engine import at, our_events
@@ -120,3 +122,29 @@ def test_pages_that_shift_while_read_lose_nothing_and_delete_only_what_kivicare_
         assert all(live(google, connection, a) == 1 for a in booked if a != gone)
     else:
         assert all(live(google, connection, a) == 1 for a in [*booked, added])
+
+
+def test_the_first_page_can_be_asked_in_small_pages_and_then_whole_ones_losing_no_row(setup, kivicare):
+    runtime, _connection, _clock, booked = setup
+    near, _far = runtime.bridge.poll_windows()
+    client = runtime.kivicare()
+    whole = [a.id for page in client.list_appointment_pages(near.first_day, near.last_day, PAGE) for a in page.appointments]
+    kivicare.reset_requests()
+    small = [a.id for page in client.list_appointment_pages(near.first_day, near.last_day, PAGE, start_size=3)
+             for a in page.appointments]
+    asked = pages_asked(kivicare)
+    # Pages of 3, 3, 6 (each as large as all before it), then of 10 from row 10 on: rows 11 and 12 come twice.
+    assert asked[:4] == [("3", "1"), ("3", "2"), ("6", "2"), ("10", "2")]
+    assert all(per == "10" for per, _ in asked[3:])
+    assert list(dict.fromkeys(small)) == whole and len(small) == len(whole) + 2 and set(booked) <= set(whole)
+
+
+def test_a_first_sync_asks_its_first_page_in_small_pages_and_later_polls_whole_pages(make_runtime, kivicare, google):
+    runtime = make_runtime(**{"bridge.list_page_size": 2 * FIRST_SYNC_PAGE})
+    connect(runtime, google, ANNA)
+    kivicare.reset_requests()
+    runtime.bridge.poll("all")
+    assert pages_asked(kivicare) == [(str(FIRST_SYNC_PAGE), "1")] * 2  # near, far: nothing known yet (< 250 rows)
+    kivicare.reset_requests()
+    runtime.bridge.poll("all")
+    assert pages_asked(kivicare) == [(str(2 * FIRST_SYNC_PAGE), "1")] * 2

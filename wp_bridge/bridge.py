@@ -53,6 +53,7 @@ from .synclog import log_many, log_sync, sync_row
 log = logging.getLogger(__name__)
 
 PLAN_CHUNK = 200  # listed rows written and planned per transaction
+FIRST_SYNC_PAGE = 250  # rows of a first sync's first list request; the next ones grow to bridge.list_page_size
 CONFIRM_CONCURRENCY = 4  # rows missing from a list confirmed with GET /appointments/{id} at once
 MAX_ATTEMPTS = 5  # counted failures (permanent errors) before a job is given up and shown to the admin
 OUTAGE_BACKOFF_CAP = 60.0  # seconds: the longest wait between two tries during an outage
@@ -559,7 +560,12 @@ class Bridge:
         client = self.rt.kivicare()
         state = _Listing(client=client, connections=self._connections(), token=self._plan_inputs(),
                          quiet_before=self._quiet.get(name, {}))
-        pages = client.list_appointment_pages(start.date(), (end - timedelta(days=1)).date(), self.page_size())
+        # A first sync (no row of this span known yet) starts with a page of FIRST_SYNC_PAGE rows and grows them,
+        # so the first events reach Google after ~0.4 s of KiviCare's time instead of a whole page's ~3 s.
+        known = AppointmentRow.select(AppointmentRow.id).where(
+            (AppointmentRow.start_utc >= start) & (AppointmentRow.start_utc < end)).exists()
+        pages = client.list_appointment_pages(start.date(), (end - timedelta(days=1)).date(), self.page_size(),
+                                              start_size=0 if known else FIRST_SYNC_PAGE)
         for page in prefetched(pages):
             self._plan_page(page, state, report)
         self._quiet[name] = state.quiet_now  # replaced whole: rows gone from the window are forgotten

@@ -231,14 +231,18 @@ class KiviCareClient:
         return next(self.list_appointment_pages(date_from, date_to, 0, doctor_id=doctor_id))
 
     def list_appointment_pages(self, date_from: date, date_to: date, page_size: int = 0,
-                               doctor_id: int | None = None) -> Iterator[AppointmentPage]:
+                               doctor_id: int | None = None, *, start_size: int = 0) -> Iterator[AppointmentPage]:
         """The same listing in pages of ``page_size`` rows (``perPage=<n>&page=<k>``, KiviCare's default order
         ``a.id DESC``; API.md 2.2), so a caller can work on the first rows while KiviCare reads the next
         (its cost is per row returned: "Measured cost"). ``page_size`` 0: one request, ``perPage=all``.
+        ``start_size`` (smaller than ``page_size``): the first page holds that many rows and each next one as
+        many as all before it, up to ``page_size`` (250, 250, 500, 1000, 2000, 2000 …), so the caller's first
+        rows come within a fraction of a whole page's time and the next ones before it has worked through
+        them (a first sync); each smaller page costs KiviCare's fixed part once more.
 
         Pages are asked one after the other. Each carries ``asked_at``. The listing ends after a page shorter
-        than ``page_size`` (or longer: a plugin ignoring ``perPage``) or at ``pagination.lastPage``. Rows booked
-        or deleted meanwhile shift the pages: a row may come twice (callers keep the first) or not at all
+        than asked (or longer: a plugin ignoring ``perPage``) or at ``pagination.lastPage``. Rows booked or
+        deleted meanwhile shift the pages: a row may come twice (callers keep the first) or not at all
         (callers confirm a known row missing from a listing before acting on it). Raises KiviCareError
         subclasses at the page that failed.
         """
@@ -246,10 +250,11 @@ class KiviCareClient:
                   "perPage": str(page_size) if page_size > 0 else "all"}
         if doctor_id is not None:
             params["doctor"] = doctor_id
+        size = start_size if 0 < start_size < page_size else page_size
         number = 1
         while True:
             if page_size > 0:
-                params["page"] = number
+                params["perPage"], params["page"] = str(size), number
             asked_at = datetime.now(timezone.utc)
             data = self.request("GET", "/appointments", params)
             rows = self._items(data, "appointments", "/appointments")
@@ -261,9 +266,16 @@ class KiviCareClient:
                     page.rejected.append((exc.appointment_id, row_hash(raw), exc.problem))
             yield page
             last = (data.get("pagination") or {}).get("lastPage") if isinstance(data, dict) else None
-            if page_size <= 0 or len(rows) != page_size or (isinstance(last, int) and number >= last):
+            if page_size <= 0 or len(rows) != size or (isinstance(last, int) and number >= last):
                 return
-            number += 1
+            if size < page_size:
+                # Growing pages: each as large as all before it (up to page_size), starting where they ended
+                # (or a little before, when the sizes do not divide: those rows come twice).
+                covered = number * size
+                size = min(page_size, covered)
+                number = covered // size + 1
+            else:
+                number += 1
 
     def get_appointment(self, appointment_id: str) -> Appointment:
         """``GET /appointments/{id}?timezone=UTC`` (fixture 139), with service mapping ids.

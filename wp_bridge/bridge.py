@@ -22,6 +22,7 @@ keeps it (KiviCare's nightly cron cancels every past booked appointment). Teleme
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta, timezone
+from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from peewee import IntegrityError, fn
@@ -702,18 +704,26 @@ class Bridge:
         # Written in chunks of PLAN_CHUNK rows, one transaction each when any row changed: one commit per chunk
         # instead of two per row (a first sync of 10,000 rows spent ~85 s in commits on SQLite). Changed rows
         # first: their jobs are committed and the workers woken before the unchanged rows are checked.
+        # Each chunk is planned before its transaction (what each row's write is, which jobs it asks for), so
+        # the transaction only runs statements: SQLite's write lock (BEGIN IMMEDIATE) is held a third as long,
+        # and the workers recording Google's answers meanwhile are not starved of it.
         todo.sort(key=lambda item: item[2])
         for n in range(0, len(todo), PLAN_CHUNK):
-            chunk = todo[n:n + PLAN_CHUNK]
-            with (transaction() if not all(unchanged for _a, _c, unchanged, _q in chunk) else nullcontext()):
-                for appointment, cached, unchanged, quiet in chunk:
+            planned = []
+            for appointment, cached, unchanged, quiet in todo[n:n + PLAN_CHUNK]:
+                row = None if unchanged else self._row_write(appointment, before=cached, observed_at=listed_at)
+                calls: list[Callable[[], int]] = []
+                self._plan(appointment, connections, context=context, later=calls)
+                planned.append((appointment, row, calls, quiet))
+            with (transaction() if any(row is not None for _a, row, _c, _q in planned) else nullcontext()):
+                for appointment, row, calls, quiet in planned:
                     if appointment.id in context.rejected:
                         RejectedRow.delete().where(RejectedRow.appointment_id == appointment.id).execute()
                     # An unchanged row is not written again (an idle poll writes nothing); a row stored in a
                     # newer state meanwhile is left as it is, and not planned from this older list.
-                    if not unchanged and not self._remember(appointment, before=cached, observed_at=listed_at):
+                    if row is not None and not self._store_row(row):
                         continue
-                    enqueued = self._plan(appointment, connections, context=context)
+                    enqueued = sum(call() for call in calls)
                     report.enqueued += enqueued
                     if quiet is not None and not enqueued:
                         state.quiet_now[appointment.id] = quiet
@@ -754,21 +764,31 @@ class Bridge:
         move applied while an older list was being planned is newer than that list (``last_seen_at`` holds
         the observation time), and must not be overwritten by it.
         """
-        now = utcnow()
         if before is Bridge._UNREAD:
             before = AppointmentRow.get_or_none(AppointmentRow.id == appointment.id)
+        return self._store_row(self._row_write(appointment, list_hash, before=before, observed_at=observed_at))
+
+    def _row_write(self, appointment: Appointment, list_hash: str | None = None, *, before: AppointmentRow | None,
+                   observed_at: datetime) -> tuple:
+        """What ``_store_row`` writes for ``appointment`` (no statement): ``(id, new, now, column values)``."""
+        now = utcnow()
         # changed_at: when the sidecar saw KiviCare's change (the "most recent" rule); None keeps the stored one
         changed_at = now if before is None or Appointment.from_dict(before.data) != appointment else None
         values = (appointment.doctor_id, appointment.start, appointment.end, appointment.status,
                   list_hash or appointment.row_hash, appointment.to_dict(), True, observed_at, changed_at)
-        if before is None:
+        return appointment.id, before is None, now, values
+
+    def _store_row(self, write: tuple) -> bool:
+        """Run a ``_row_write``: insert a new row, or update one not observed later. False: nothing written."""
+        appointment_id, new, now, values = write
+        if new:
             try:
                 with database.atomic():  # a savepoint inside a transaction: PostgreSQL aborts it on the error
-                    _INSERT_ROW.run(appointment.id, now, *values)
+                    _INSERT_ROW.run(appointment_id, now, *values)
                 return True
             except IntegrityError:
                 pass  # stored meanwhile (a hint's fetch): the guarded update below decides
-        return bool(_UPDATE_ROW.run(appointment.id, *values))
+        return bool(_UPDATE_ROW.run(appointment_id, *values))
 
     def _reject(self, appointment_id: str, digest: str, problem: str) -> None:
         """Log a malformed row once (per content), keep its existing event, carry on."""
@@ -791,13 +811,22 @@ class Bridge:
         return {row.doctor_id: row for row in rows}
 
     def _plan(self, appointment: Appointment, connections: dict[int, Connection], *, revive: bool = False,
-              context: PlanContext | None = None) -> int:
+              context: PlanContext | None = None, later: list[Callable[[], int]] | None = None) -> int:
         """Enqueue a push wherever the event differs from what Google confirmed. Returns jobs enqueued.
 
         Nothing is pushed under the "Google → KiviCare only" direction, or while the admin has an open
         conflict about the appointment. A push that was given up stays so while the event to write is the
         same (``jobs.enqueue``'s ``change``: the event's fingerprint), unless ``revive`` (a hint).
+
+        ``later``: the enqueues are appended to it (each returns what it enqueued) instead of run, and 0 is
+        returned: the caller runs them in its transaction (``_plan_page``).
         """
+        def job(enqueue: Callable[..., int], *args, **kwargs) -> int:
+            if later is None:
+                return enqueue(*args, **kwargs)
+            later.append(functools.partial(enqueue, *args, **kwargs))
+            return 0
+
         enqueued = 0
         if self.cfg.get("sync.direction") == "google_to_kivicare":
             return 0
@@ -811,7 +840,7 @@ class Bridge:
         for mapping in mappings:
             if connection is None or mapping.connection_id != connection.id:
                 if mapping.connection_id is not None:
-                    enqueued += self._enqueue_push(appointment.id, mapping.connection_id, change="delete")
+                    enqueued += job(self._enqueue_push, appointment.id, mapping.connection_id, change="delete")
         if connection is None or connection.awaiting_confirmation:  # held until the preview is confirmed
             return enqueued
         mapping = next((m for m in mappings if m.connection_id == connection.id
@@ -823,11 +852,11 @@ class Bridge:
                     or (appointment.id, connection.calendar_id) in context.pending) \
                     and (revive or context.queued.get(push_key(appointment.id, connection.id), "") != fingerprint):
                 # (Not asked again when that very version is already waiting: a poll during a long first sync.)
-                enqueued += self._enqueue_push(appointment.id, connection.id, change=fingerprint, revive=revive)
+                enqueued += job(self._enqueue_push, appointment.id, connection.id, change=fingerprint, revive=revive)
         elif decision.action == "delete" and (mapping is not None or (
                 appointment.id in context.pending_ids
                 and pending_writes.unconfirmed_inserts(appointment.id, connection.id))):
-            enqueued += self._enqueue_delete(appointment.id, appointment.start, connection)
+            enqueued += job(self._enqueue_delete, appointment.id, appointment.start, connection)
         return enqueued
 
     def _plan_deleted(self, row: AppointmentRow, connections: dict[int, Connection]) -> int:

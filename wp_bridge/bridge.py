@@ -223,7 +223,56 @@ _PUSH_MAPPINGS = Prepared(lambda key, calendar, connection: MeetMapping.select()
     str, str, int)
 _OPEN_CONFLICT = Prepared(lambda key: Conflict.select(Conflict.id).where(
     (Conflict.appointment_id == key) & (Conflict.state == "open")).limit(1), str)
-# ... and its write: the mapping inserted, or every column but the key and created_at updated.
+
+
+@dataclass
+class PushReads:
+    """What ``_prepare_push`` reads of its appointments: the stored rows, the mappings (this calendar's and
+    any active one of the connection elsewhere: stale events), the pending writes and the open conflicts.
+
+    ``one`` reads them for a single push (prepared queries); ``load`` for a batch of one connection's
+    pushes at once (one query per table for up to ``PlanContext.CHUNK`` appointments), read just before
+    the batch's pushes are prepared one after the other, as each would read them."""
+
+    calendar_id: str
+    connection_id: int
+    rows: dict[str, AppointmentRow]
+    mappings: dict[str, list[MeetMapping]]  # every appointment read has its list (maybe empty)
+    pending: dict[str, list[PendingWrite]]
+    conflicts: set[str]
+
+    def cover(self, appointment_id: str, calendar_id: str, connection_id: int) -> bool:
+        """True when these reads hold what a push of ``appointment_id`` to ``calendar_id`` of ``connection_id``
+        reads (a connection whose calendar changed since they were read is read again)."""
+        return (calendar_id, connection_id) == (self.calendar_id, self.connection_id) and appointment_id in self.mappings
+
+    @classmethod
+    def one(cls, appointment_id: str, calendar_id: str, connection_id: int) -> "PushReads":
+        row = _ROW.first(appointment_id)
+        return cls(calendar_id, connection_id, rows={appointment_id: row} if row else {},
+                   mappings={appointment_id: _PUSH_MAPPINGS.rows(appointment_id, calendar_id, connection_id)},
+                   pending={appointment_id: pending_writes.of_appointment(appointment_id)},
+                   conflicts={appointment_id} if _OPEN_CONFLICT.first(appointment_id) else set())
+
+    @classmethod
+    def load(cls, ids: list[str], calendar_id: str, connection_id: int) -> "PushReads":
+        reads = cls(calendar_id, connection_id, rows={}, mappings={i: [] for i in ids}, pending={i: [] for i in ids},
+                    conflicts=set())
+        for n in range(0, len(ids), PlanContext.CHUNK):
+            chunk = ids[n:n + PlanContext.CHUNK]
+            reads.rows.update((r.id, r) for r in AppointmentRow.select().where(AppointmentRow.id.in_(chunk)))
+            for m in MeetMapping.select().where(MeetMapping.appointment_id.in_(chunk) & (
+                    (MeetMapping.calendar_id == calendar_id)
+                    | ((MeetMapping.connection == connection_id) & (MeetMapping.state == "active")))):
+                reads.mappings[m.appointment_id].append(m)
+            for w in PendingWrite.select().where(PendingWrite.appointment_id.in_(chunk)):
+                reads.pending[w.appointment_id].append(w)
+            reads.conflicts.update(c.appointment_id for c in Conflict.select(Conflict.appointment_id).where(
+                Conflict.appointment_id.in_(chunk) & (Conflict.state == "open")))
+        return reads
+
+
+# The push path's write of Google's answer: the mapping inserted, or every column but the key and created_at updated.
 _MAPPING_KEY = (MeetMapping.appointment_id, MeetMapping.calendar_id, MeetMapping.created_at)
 _MAPPING_VALUES = (MeetMapping.doctor_id, MeetMapping.connection, MeetMapping.event_id, MeetMapping.etag,
                    MeetMapping.hangout_link, MeetMapping.conference_status, MeetMapping.conference_request,
@@ -1038,6 +1087,8 @@ class Bridge:
         transaction, so a crash mid-batch loses no answer Google gave (only counters and log rows)."""
         connection_id = int((batch[0].payload or {}).get("connection_id") or 0)
         row = Connection.get_or_none(Connection.id == connection_id)
+        reads = PushReads.load([str((job.payload or {}).get("appointment_id", "")) for job in batch],
+                               row.calendar_id, row.id) if row is not None and row.calendar_id else None
         google = None
         prepared: list[tuple[Job, PushCall]] = []
         completed: list[Job] = []
@@ -1048,7 +1099,7 @@ class Bridge:
             appointment_id = str((job.payload or {}).get("appointment_id", ""))
             try:
                 google = google or self.rt.google_for(connection)
-                call = self._prepare_push(appointment_id, connection, google)
+                call = self._prepare_push(appointment_id, connection, google, reads)
             except Exception as exc:  # handled as run_job would
                 self._job_failed(job, connection, appointment_id, exc)
                 row = Connection.get_or_none(Connection.id == connection_id)  # e.g. now waiting for a reconnect
@@ -1185,19 +1236,23 @@ class Bridge:
         self._finish_push(call, state)
 
     def _prepare_push(self, appointment_id: str, connection: Connection,
-                      google: GoogleCalendar | None = None) -> PushCall | None:
+                      google: GoogleCalendar | None = None, reads: PushReads | None = None) -> PushCall | None:
         """Everything of a push before its Google write: reads, the decision, stale and unconfirmed
         cleanups (deletes, sent singly), and ``pending_writes.record`` committed before the write is sent.
         Returns the write to make, or None when nothing is left to write. Raises our named errors.
 
-        ``google``: the connection's client when the caller has one (a batch shares it). Reads once: the
-        appointment row, its mappings (this calendar's and stale ones) and its pending writes."""
-        row = _ROW.first(appointment_id)
-        appointment = Appointment.from_dict(row.data) if row else None
+        ``google``: the connection's client when the caller has one (a batch shares it). ``reads``: what a
+        batch read for all its pushes at once (``PushReads.load``), used when it covers this push (the
+        connection's calendar unchanged); else read here (``PushReads.one``): the appointment row, its
+        mappings (this calendar's and stale ones), its pending writes and open conflict."""
         calendar_id = connection.calendar_id
+        if reads is None or not reads.cover(appointment_id, calendar_id, connection.id):
+            reads = PushReads.one(appointment_id, calendar_id, connection.id)
+        row = reads.rows.get(appointment_id)
+        appointment = Appointment.from_dict(row.data) if row else None
         mapping, stale = None, []
-        # This calendar's mapping, and any event left in a calendar the doctor no longer uses (one query).
-        for found in _PUSH_MAPPINGS.rows(appointment_id, calendar_id, connection.id):
+        # This calendar's mapping, and any event left in a calendar the doctor no longer uses.
+        for found in reads.mappings.get(appointment_id, []):
             if found.calendar_id == calendar_id:
                 mapping = found
             else:
@@ -1208,9 +1263,9 @@ class Bridge:
             pending_writes.record(appointment_id, connection.id, old.calendar_id, old.event_id, "delete")
             google.delete_event(old.calendar_id, old.event_id)
             self._mark_deleted(old, connection, "moved-calendar")
-        # Read once, after the stale events went: below, only other calendars' rows are cleared, so this
-        # calendar's row (``current``) stays as read here.
-        pending_rows = pending_writes.of_appointment(appointment_id)
+        # As read, or read again after stale events went (their rows are cleared then): below, only other
+        # calendars' rows are cleared, so this calendar's row (``current``) stays as read here.
+        pending_rows = pending_writes.of_appointment(appointment_id) if stale else reads.pending.get(appointment_id, [])
         inserts = pending_writes.inserts_among(pending_rows, connection.id)
         current = next((p for p in pending_rows if p.calendar_id == calendar_id), None)
         # Inserts whose answer never came, in a calendar the doctor no longer uses.
@@ -1223,7 +1278,7 @@ class Bridge:
         if mapping is not None and mapping.state == "dismissed":
             pending_writes.clear(appointment_id, calendar_id)  # the event is the doctor's to keep or delete
             return None
-        if _OPEN_CONFLICT.first(appointment_id) is not None:
+        if appointment_id in reads.conflicts:
             return None  # the admin decides first
         if decision.action == "delete":
             if mapping is None or mapping.state != "active":

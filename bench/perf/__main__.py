@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     cells = baseline_for(a, c, b, baseline.baseline_cells(base)) if base else {}
     sections = []
     if a and "a" in run:
-        sections.append((with_baseline(initial_sync.rows(a), cells), ""))
+        sections.append((with_baseline(initial_sync.rows(a), cells), initial_sync.notes(a)))
     if a_full:
-        sections.append((initial_sync.rows(a_full), ""))
+        sections.append((initial_sync.rows(a_full), initial_sync.notes(a_full)))
     if c:
         sections.append((with_baseline(idle.rows(c), cells), idle.notes(c)))
     if b:

@@ -17,24 +17,9 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import BatchError, HttpError
 from googleapiclient.http import BatchHttpRequest
 
-from sandbox.google import GoogleSandbox
 from sidecar.calendars.google_batch import LeanBatchHttpRequest
 
-from .sandbox.test_google_sandbox import ANNA, connect, event_body
-
-
-@pytest.fixture(autouse=True)
-def _oauthlib_env(monkeypatch):
-    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    monkeypatch.setenv("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
-
-
-@pytest.fixture
-def sb():
-    sandbox = GoogleSandbox()
-    sandbox.start()
-    yield sandbox
-    sandbox.stop()
+from .sandbox.test_google_sandbox import ANNA, _oauthlib_env, connect, event_body, sb  # noqa: F401 - fixtures
 
 
 class Wire:

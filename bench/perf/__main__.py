@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if a and "a" in run:
         sections.append((with_baseline(initial_sync.rows(a), cells), initial_sync.notes(a)))
     if a_full:
-        sections.append((initial_sync.rows(a_full), initial_sync.notes(a_full)))
+        sections.append((initial_sync.rows(a_full), "" if a else initial_sync.notes(a_full)))  # said once
     if c:
         sections.append((with_baseline(idle.rows(c), cells), idle.notes(c)))
     if b:

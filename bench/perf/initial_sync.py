@@ -68,7 +68,7 @@ def rows(a: dict) -> list[str]:
 
 def notes(a: dict) -> str:
     """The paragraph under the table: how the wall time was taken, and why the ratio can be below 1."""
-    return (f"Scenario a ({a['expected']} appointments / {a['doctors']} doctors): wall time from the sidecar process's "
+    return ("Scenario a: wall time from the sidecar process's "
             "start (Python start-up and imports included) until the Google sandbox holds one live event per "
             "appointment, counted every 0.5 s inside the sandbox (a count under its lock: rendering every event "
             "there, as earlier runs did, took a third of the sandbox's CPU and stalled its answers to the sidecar "

@@ -67,9 +67,9 @@ class BridgeLoop:
             # A timed poll lists the far window at the tick nearest its interval, not one tick after it.
             report = self.bridge.poll(scope, slack=self.poll_seconds / 2 if scope == "due" else 0.0)
             if report.put_off:
-                from .bridge import BACKLOG_LONGEST_WAIT
+                from .bridge import BACKLOG_LONGEST_WAIT, BACKLOG_PUT_OFF
                 log.info("poll put off: more than %d pushes are waiting to be written (listed again once they "
-                         "are, or within %d s)", report.put_off - 1, BACKLOG_LONGEST_WAIT.total_seconds())
+                         "are, or within %d s)", BACKLOG_PUT_OFF, BACKLOG_LONGEST_WAIT.total_seconds())
                 return
             log.info("poll (%s): %d appointments listed, %d fetched, %d skipped, %d deleted, %d jobs queued",
                      "+".join(report.windows) or "nothing", report.listed, report.fetched, report.rejected,

@@ -30,5 +30,5 @@ def log_sync(action: str, outcome: str, *, doctor_id: int | None = None, appoint
 
 
 def log_many(rows: list[dict]) -> None:
-    """Rows made by ``sync_row`` (e.g. the outcomes of one batch of pushes), in one call (``executemany``)."""
+    """Rows made by ``sync_row`` (e.g. the outcomes of one batch of pushes): one INSERT each, its SQL built once."""
     _INSERT.run_many(rows)
